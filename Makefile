@@ -1,0 +1,25 @@
+PY ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: install test test-slow bench lint clean
+
+install:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+
+test:
+	$(BIN)/python -m pytest -q -n0 2>/dev/null || $(BIN)/python -m pytest -q
+
+test-slow:
+	$(BIN)/python -m pytest -q -m slow
+
+bench:
+	$(BIN)/python -m benchmarks.throughput --env escape_room
+
+lint:
+	$(BIN)/ruff check jaxmcg envs experiments benchmarks tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
