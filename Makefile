@@ -10,7 +10,7 @@ install:
 	$(BIN)/pip install -q -e '.[test]'
 
 test:
-	$(BIN)/python -m pytest -q -n0 2>/dev/null || $(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q
 
 test-slow:
 	$(BIN)/python -m pytest -q -m slow

@@ -1,0 +1,16 @@
+"""Environment families, registered by versioned id on import."""
+from jaxmcg.registry import register_env
+
+register_env("escape_room-v0", "envs.escape_room:EscapeRoom")
+register_env("escape_room_asym-v0", "envs.escape_room_asym:EscapeRoomAsym")
+
+# Iterated 2-player matrix games; `payoff` names a table in envs/matrix_games.py (with its source),
+# so this package stays import-light.
+_MG = "envs.matrix_games:MatrixGame"
+register_env("matrix_game-v0", _MG)  # general; default payoffs = IPD, 5 rounds
+register_env("ipd-v0", _MG, payoff="ipd", max_steps_in_episode=5)  # thesis §5.3
+register_env("stag_hunt-v0", _MG, payoff="stag_hunt", max_steps_in_episode=5)  # dcl.md §3.6
+register_env("chicken-v0", _MG, payoff="chicken", max_steps_in_episode=5)  # textbook values
+# DCL's repeated games observe the constant dummy state [1, 0] (dcl.md §3.1, §3.3)
+register_env("conflict-v0", _MG, payoff="conflict", max_steps_in_episode=16, observation="dummy")
+register_env("pd_one_shot-v0", _MG, payoff="ipd", max_steps_in_episode=1, observation="dummy")

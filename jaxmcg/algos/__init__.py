@@ -1,0 +1,1 @@
+"""Algorithms: one module each with `Config`, `init`, `act`, `update` (see DESIGN.md)."""

@@ -1,0 +1,394 @@
+"""LIO: Learning to Incentivize Others (thesis ch. 5, Algorithm 2; spec/thesis.md §2).
+
+Every agent has a policy theta^i (REINFORCE with the exploration floor, plain SGD) and an incentive
+function eta^i that gives the others rewards. The incentive function is trained by differentiating
+the giver's extrinsic return on a new trajectory tau-hat through the recipients' policy step on tau:
+
+    theta-hat^j(eta) = theta^j - lr * grad l(theta^j; tau, eta)               (inner step, Eq 5.3-5.4)
+    L^i(eta^i) = -sum_{j != i} sum_t log pi_{theta-hat^j}(a-hat^j_t) G-hat^{i,env}_t   (Eq 5.10)
+    C^i(eta^i) = sum_t gamma^t sum_j sigma_j(o^i_t, a^{-i}_t)        (cost on tau, unscaled, A2)
+
+Iteration (faithful, two rollouts): `phases` = (policy step on tau, incentive step on tau-hat).
+Pipelined (one rollout): tau-hat of one iteration is tau of the next, as MetaGrad does.
+
+The inner step is linear in the returns, so the meta-gradient is computed exactly with one VJP and
+one JVP per giver (`meta_grad="linearized"`, default) instead of grad-of-grad (`"autodiff"`); a
+test checks both against finite differences.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxmcg import distributions as D
+from jaxmcg.incentives import incentive_sigmoids, init_incentive, received
+from jaxmcg.losses import reinforce_loss, time_sum_env_mean
+from jaxmcg.networks import agent_slice, apply_per_agent, init_per_agent
+from jaxmcg.policy import flat_obs_dim, init_policy, log_probs, num_actions, reinforce_terms
+from jaxmcg.returns import discounted_prefix, discounted_returns
+from jaxmcg.rollout import episode_rollout
+from jaxmcg.wrappers import GiveAction, ObserveGiven
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    hidden: tuple[int, ...] = (64, 32)  # ER policy MLP, thesis §2.10
+    incentive_hidden: tuple[int, ...] = (64, 16)  # ER incentive MLP, thesis §2.10
+    r_max: float = 2.0  # ER and Cleanup; 3.0 for the IPD (§2.10)
+    lr: float = 1e-3  # policy SGD. Table B.4: 1e-4 at one episode/update; 1e-3 suits batch means
+    lr_incentive: float = 1e-3  # Adam, thesis L1759
+    lr_cost: float = 1e-4  # separate Adam on the cost, thesis L1759 ("alpha = 1, lr 1e-4")
+    cost_coef: float = 1.0  # alpha; ER uses a separate optimiser with coefficient 1 (A2)
+    separate_cost_optimizer: bool = True  # ER code; Cleanup code adds 1e-4 * cost to one Adam
+    cost_scaled: bool = False  # False: cost on the unscaled sigmoids, as the authors' code (A2)
+    entropy_coef: float = 0.01  # Table B.4 beta, LIO
+    eps_start: float = 0.5  # Table B.4, LIO N=2
+    eps_end: float = 0.1  # Table B.4 (0.3 for N=3)
+    eps_div: float = 1000.0  # Table B.4, in iterations
+    gamma: float = 0.99  # thesis L1743
+    pipeline: bool = False  # False: the thesis' two rollouts per iteration (Algorithm 2)
+    meta_grad: str = "linearized"  # or "autodiff" (grad through the inner step)
+    outer_logprob_mixed: bool = False  # A3: the authors' outer log-prob uses the plain softmax
+    observe_given: bool = True  # cumulative-given block in observations (thesis L1727)
+    decentralized: bool = False  # LIO-dec: opponent models fitted by max likelihood (§2.6)
+    lr_opponent: float = 1e-3  # LIO-dec opponent-model Adam, one step per rollout (A9)
+
+    def validate(self) -> None:
+        if self.meta_grad not in ("linearized", "autodiff"):
+            raise ValueError(
+                f"meta_grad={self.meta_grad!r} is invalid; valid: 'linearized', 'autodiff'"
+            )
+
+
+@struct.dataclass
+class State:
+    params: dict  # theta, stacked over agents
+    eta: dict  # incentive parameters, stacked over givers
+    eta_opt_state: optax.OptState
+    cost_opt_state: optax.OptState
+    iteration: jax.Array
+    phase: jax.Array  # faithful iteration: 0 = next batch is tau, 1 = next batch is tau-hat
+    has_prev: jax.Array  # whether prev_* hold a batch (pipelined: false before the first update)
+    prev_params: dict  # theta before the last policy step
+    prev_batch: object  # tau of the last policy step
+    prev_eps: jax.Array  # exploration floor tau was sampled with
+    opp_params: dict  # LIO-dec: opp_params[i] = giver i's estimates of all policies
+    opp_opt_state: optax.OptState
+    config: Config = struct.field(pytree_node=False)
+    policy: object = struct.field(pytree_node=False)
+    incentive: object = struct.field(pytree_node=False)
+    num_actions: int = struct.field(pytree_node=False)
+
+
+def wrap_env(env, config: Config):
+    return ObserveGiven(env, observe=config.observe_given)
+
+
+def epsilon(state) -> jax.Array:
+    c = state.config
+    return D.linear_epsilon(state.iteration, c.eps_start, c.eps_end, c.eps_div)
+
+
+def _adam_pair(config):
+    return optax.adam(config.lr_incentive), optax.adam(config.lr_cost)
+
+
+def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: int | None = None):
+    """`env` must accept `GiveAction`s (wrap it with `wrap_env`). `n_envs` and `num_steps` size the
+    batch carried between updates."""
+    config.validate()
+    if not isinstance(env, ObserveGiven):
+        env = wrap_env(env, config)
+    k_pol, k_inc, k_opp = jax.random.split(key, 3)
+    n, a = env.num_agents, num_actions(env, env_params)
+    policy, params = init_policy(k_pol, env, env_params, config.hidden)
+    incentive, eta = init_incentive(k_inc, n, flat_obs_dim(env, env_params), a,
+                                    config.incentive_hidden)
+    example = jnp.zeros((flat_obs_dim(env, env_params),), jnp.float32)
+    opp_params = jax.vmap(lambda k: init_per_agent(policy, k, n, example))(
+        jax.random.split(k_opp, n)
+    )
+    eta_opt, cost_opt = _adam_pair(config)
+    state = State(
+        params=params, eta=eta, eta_opt_state=eta_opt.init(eta), cost_opt_state=cost_opt.init(eta),
+        iteration=jnp.zeros((), jnp.int32), phase=jnp.zeros((), jnp.int32),
+        has_prev=jnp.zeros((), bool), prev_params=params, prev_batch=None,
+        prev_eps=jnp.zeros((), jnp.float32), opp_params=opp_params,
+        opp_opt_state=optax.adam(config.lr_opponent).init(opp_params),
+        config=config, policy=policy, incentive=incentive, num_actions=a,
+    )
+    steps = num_steps or int(env_params.max_steps_in_episode)
+    template = jax.eval_shape(
+        lambda k: episode_rollout(env, env_params, lambda o, kk: act(state, o, kk), k, n_envs, steps),
+        jax.random.PRNGKey(0),
+    )
+    return state.replace(
+        prev_batch=jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), template)
+    )
+
+
+def given_by(state, eta, obs, actions) -> jax.Array:
+    """Incentives `[..., N giver, N recipient]` paid for joint `actions` seen from `obs`."""
+    sig = incentive_sigmoids(state.incentive, eta, obs, actions, state.num_actions)
+    return state.config.r_max * sig
+
+
+def act(state: State, obs, key, evaluate: bool = False):
+    """Sample actions from the eps-mixed policies (eps = 0 when evaluating) and the incentives the
+    givers pay for them; returns `(GiveAction, {})`."""
+    eps = 0.0 if evaluate else epsilon(state)
+    actions = D.sample(key, log_probs(state.policy, state.params, obs, eps))
+    return GiveAction(actions, given_by(state, state.eta, obs, actions)), {}
+
+
+# ---- the recipients' policy step (Eq 5.3-5.4), differentiable in eta ------------------------
+
+
+def inner_loss(theta, eta, state: State, batch, eps) -> jax.Array:
+    """Sum over recipients of the REINFORCE loss on extrinsic + received rewards."""
+    c = state.config
+    rewards = batch.reward + received(given_by(state, eta, batch.obs, batch.action.action))
+    logp, ent = reinforce_terms(state.policy, theta, batch.obs, batch.action.action, eps)
+    returns = discounted_returns(rewards, batch.valid[..., None], c.gamma)
+    return jnp.sum(reinforce_loss(logp, returns, ent, batch.valid, c.entropy_coef))
+
+
+def inner_step(theta, eta, state: State, batch, eps):
+    """theta-hat(eta) = theta - lr * grad l: the policy step, also replicated in the meta graph."""
+    grads = jax.grad(inner_loss)(theta, eta, state, batch, eps)
+    return jax.tree_util.tree_map(lambda p, g: p - state.config.lr * g, theta, grads)
+
+
+# ---- the givers' outer objective (Eq 5.10 + 5.6) ---------------------------------------------
+
+
+def _outer_eps(state):
+    return state.prev_eps if state.config.outer_logprob_mixed else 0.0
+
+
+def _outer_log_probs(state, theta_hat, batch_hat):
+    return D.log_prob_of(
+        log_probs(state.policy, theta_hat, batch_hat.obs, _outer_eps(state)),
+        batch_hat.action.action,
+    )
+
+
+def extrinsic_returns(state, batch) -> jax.Array:
+    return discounted_returns(batch.reward, batch.valid[..., None], state.config.gamma)
+
+
+def outer_loss(theta_hat, state: State, batch_hat, giver: int) -> jax.Array:
+    """L^i: minus the giver's extrinsic return credited to the recipients' new log-probabilities."""
+    n = batch_hat.reward.shape[-1]
+    logp = _outer_log_probs(state, theta_hat, batch_hat)  # [T, E, N]
+    g = extrinsic_returns(state, batch_hat)[..., giver]  # [T, E]
+    others = jnp.asarray(np.arange(n) != giver, jnp.float32)
+    return time_sum_env_mean(jnp.sum(logp * others, axis=-1) * g, batch_hat.valid)
+
+
+def incentive_cost(eta, state: State, batch) -> jax.Array:
+    """sum_i C^i: discounted l1 norm of the incentives given on tau (unscaled unless cost_scaled)."""
+    c = state.config
+    sig = incentive_sigmoids(state.incentive, eta, batch.obs, batch.action.action,
+                             state.num_actions)
+    scale = c.r_max if c.cost_scaled else 1.0
+    discount = c.gamma ** jnp.arange(batch.reward.shape[0], dtype=jnp.float32)
+    per_step = scale * jnp.sum(sig, axis=(-1, -2)) * discount[:, None]  # [T, E]
+    return time_sum_env_mean(per_step, batch.valid)
+
+
+def meta_grad_autodiff(state: State, theta, eta, batch, batch_hat, eps, givers):
+    """d L^i / d eta^i for each giver i in `givers`, by grad through the inner step."""
+    grads = []
+    for i in givers:
+        def loss_i(eta_i, i=i):
+            eta_full = jax.tree_util.tree_map(lambda e, ei: e.at[i].set(ei), eta, eta_i)
+            theta_hat = inner_step(theta, eta_full, state, batch, eps)
+            return outer_loss(theta_hat, state, batch_hat, i)
+
+        grads.append(jax.grad(loss_i)(agent_slice(eta, i)))
+    return grads
+
+
+def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers, theta_hat=None):
+    """The same gradients, exactly, without second derivatives.
+
+    theta-hat^j(eta) = const + (lr / E) sum_{t,e} g^j_{t,e} G^j_{t,e}(eta), g = grad log pi~(a|o),
+    so dL^i/deta^i = (lr / E) sum_j sum_{t,e} (g^j_{t,e} . v_ij) dG^j_{t,e}/deta^i with
+    v_ij = dL^i/dtheta-hat^j: one VJP on tau-hat (v), one JVP on tau (g . v), then one VJP through
+    the incentive networks with the returns' adjoint (a discounted prefix sum) as cotangent.
+    """
+    c = state.config
+    n, e = batch.reward.shape[-1], batch.reward.shape[1]
+    if theta_hat is None:
+        theta_hat = inner_step(theta, eta, state, batch, eps)
+    _, vjp_new = jax.vjp(lambda th: _outer_log_probs(state, th, batch_hat), theta_hat)
+    _, jvp_old = jax.linearize(
+        lambda th: reinforce_terms(state.policy, th, batch.obs, batch.action.action, eps)[0], theta
+    )
+    g_hat = extrinsic_returns(state, batch_hat)  # [T, E, N]
+    valid, valid_hat = batch.valid[..., None], batch_hat.valid[..., None]
+    cot = jnp.zeros(batch.reward.shape + (n,), jnp.float32)  # [T, E, giver, recipient]
+    for i in givers:
+        others = jnp.asarray(np.arange(n) != i, jnp.float32)
+        (v_i,) = vjp_new(-valid_hat * g_hat[..., i : i + 1] * others / e)
+        w_i = jvp_old(v_i)  # [T, E, N recipients]
+        cot = cot.at[..., i, :].set(c.lr / e * valid * discounted_prefix(w_i * valid, c.gamma))
+    grad_eta = jax.grad(
+        lambda et: jnp.sum(cot * given_by(state, et, batch.obs, batch.action.action))
+    )(eta)
+    return [agent_slice(grad_eta, i) for i in givers]
+
+
+def _stack(grads):
+    return jax.tree_util.tree_map(lambda *g: jnp.stack(g), *grads)
+
+
+def incentive_grads(state: State, theta, batch, batch_hat, eps):
+    """Stacked d L^i / d eta^i for all givers, with the policies each giver believes in."""
+    n = batch.reward.shape[-1]
+    fn = meta_grad_linearized if state.config.meta_grad == "linearized" else meta_grad_autodiff
+    if not state.config.decentralized:
+        if fn is meta_grad_linearized:  # the policy step already made theta-hat(eta) = params
+            return _stack(fn(state, theta, state.eta, batch, batch_hat, eps, range(n),
+                             theta_hat=state.params))
+        return _stack(fn(state, theta, state.eta, batch, batch_hat, eps, range(n)))
+    grads = []
+    for i in range(n):  # giver i replaces the others' theta by its estimates (LIO-dec, §2.6)
+        belief = jax.tree_util.tree_map(
+            lambda est, own, i=i: est[i].at[i].set(own[i]), state.opp_params, theta
+        )
+        grads += fn(state, belief, state.eta, batch, batch_hat, eps, [i])
+    return _stack(grads)
+
+
+def fit_opponents(state: State, batch) -> State:
+    """LIO-dec: one Adam step of each giver's estimates on the others' log-likelihood (A9)."""
+    if not state.config.decentralized:
+        return state
+    n = batch.reward.shape[-1]
+    others = jnp.asarray(1.0 - np.eye(n), jnp.float32)
+
+    def nll(opp):
+        lp = jnp.stack([
+            D.log_prob_of(
+                D.mixed_log_probs(apply_per_agent(state.policy, opp_i, batch.obs), 0.0),
+                batch.action.action,
+            )
+            for opp_i in [agent_slice(opp, i) for i in range(n)]
+        ], axis=-2)  # [T, E, modeler, modeled]
+        return -jnp.sum(time_sum_env_mean(lp * others, batch.valid))
+
+    grads = jax.grad(nll)(state.opp_params)
+    updates, opt = optax.adam(state.config.lr_opponent).update(grads, state.opp_opt_state)
+    return state.replace(opp_params=optax.apply_updates(state.opp_params, updates),
+                         opp_opt_state=opt)
+
+
+def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
+    """Adam steps on eta from the stored (theta, tau) and the new trajectory tau-hat."""
+    c = state.config
+    theta, batch, eps = state.prev_params, state.prev_batch, state.prev_eps
+    meta = incentive_grads(state, theta, batch, batch_hat, eps)
+    cost, cost_grads = jax.value_and_grad(incentive_cost)(state.eta, state, batch)
+    eta_opt, cost_opt = _adam_pair(c)
+    if c.separate_cost_optimizer:
+        upd, eta_opt_state = eta_opt.update(meta, state.eta_opt_state)
+        eta = optax.apply_updates(state.eta, upd)
+        cost_grads = jax.tree_util.tree_map(lambda g: c.cost_coef * g, cost_grads)
+        upd, cost_opt_state = cost_opt.update(cost_grads, state.cost_opt_state)
+        eta = optax.apply_updates(eta, upd)
+    else:
+        total = jax.tree_util.tree_map(lambda m, g: m + c.cost_coef * g, meta, cost_grads)
+        upd, eta_opt_state = eta_opt.update(total, state.eta_opt_state)
+        eta, cost_opt_state = optax.apply_updates(state.eta, upd), state.cost_opt_state
+    keep = state.has_prev  # the pipelined variant has nothing to validate on its first update
+    pick = lambda new, old: jax.tree_util.tree_map(lambda x, y: jnp.where(keep, x, y), new, old)
+    state = state.replace(
+        eta=pick(eta, state.eta),
+        eta_opt_state=pick(eta_opt_state, state.eta_opt_state),
+        cost_opt_state=pick(cost_opt_state, state.cost_opt_state),
+    )
+    return state, {"lio/incentive_cost": cost}
+
+
+def policy_step(state: State, batch) -> tuple[State, dict]:
+    """The recipients' SGD step on tau (with the current eta); remembers (theta, tau, eps)."""
+    eps = epsilon(state)
+    loss, grads = jax.value_and_grad(inner_loss)(state.params, state.eta, state, batch, eps)
+    theta_hat = jax.tree_util.tree_map(lambda p, g: p - state.config.lr * g, state.params, grads)
+    state = state.replace(params=theta_hat, prev_params=state.params, prev_batch=batch,
+                          prev_eps=eps, has_prev=jnp.ones((), bool))
+    return state, {"lio/policy_loss": loss, **given_metrics(state, batch)}
+
+
+def given_metrics(state: State, batch) -> dict:
+    """Incentives per episode given by each agent, and received per step for each action."""
+    given = batch.action.given * batch.valid[..., None, None]  # [T, E, N, N]
+    onehot = jax.nn.one_hot(batch.action.action, state.num_actions) * batch.valid[..., None, None]
+    rec = received(given)  # [T, E, N]
+    per_action = jnp.sum(rec[..., None] * onehot, axis=(0, 1)) / jnp.maximum(
+        jnp.sum(onehot, axis=(0, 1)), 1.0
+    )
+    return {
+        "lio/given_per_episode": jnp.mean(jnp.sum(given, axis=(0, 3)), axis=0),  # [N]
+        "lio/received_by_action": per_action,  # [N, A]
+    }
+
+
+def faithful_policy_phase(state, batch):
+    state, metrics = policy_step(state, batch)
+    return state.replace(phase=jnp.ones((), jnp.int32)), metrics
+
+
+def faithful_incentive_phase(state, batch_hat):
+    state = fit_opponents(state, state.prev_batch)
+    state, metrics = incentive_step(state, batch_hat)
+    state = fit_opponents(state, batch_hat)
+    return state.replace(phase=jnp.zeros((), jnp.int32), iteration=state.iteration + 1), metrics
+
+
+def pipelined_update(state, batch):
+    """tau-hat of the previous policy step is this batch, which is also the next tau."""
+    state = fit_opponents(state, batch)
+    state, inc_metrics = incentive_step(state, batch)
+    state, pol_metrics = policy_step(state, batch)
+    return state.replace(iteration=state.iteration + 1), {**inc_metrics, **pol_metrics}
+
+
+def phases(config: Config):
+    if config.pipeline:
+        return (pipelined_update,)
+    return (faithful_policy_phase, faithful_incentive_phase)
+
+
+def update(state: State, batch):
+    """One `update` per rollout. Faithful mode alternates the two phases on `state.phase`, so a
+    caller outside jaxmcg's loop feeds tau, then tau-hat, then the next tau, ..."""
+    if state.config.pipeline:
+        return pipelined_update(state, batch)
+    branches = (faithful_policy_phase, faithful_incentive_phase)
+    shapes = {}
+    for f in branches:
+        shapes.update(jax.eval_shape(f, state, batch)[1])
+
+    def complete(f):
+        def run(s, b):
+            s, m = f(s, b)
+            return s, {k: m[k] if k in m else jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+
+        return run
+
+    return jax.lax.cond(state.phase == 0, *map(complete, branches), state, batch)
+
+
+def eval_metrics(state: State, batch) -> dict:
+    """Evaluation: per-agent total reward (extrinsic + received - given) as the thesis logs it."""
+    given = batch.action.given * batch.valid[..., None, None]
+    total = batch.reward * batch.valid[..., None] + received(given) - jnp.sum(given, axis=-1)
+    return {"lio/total_return": jnp.mean(jnp.sum(total, axis=0), axis=0)}

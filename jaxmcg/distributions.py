@@ -1,0 +1,35 @@
+"""Categorical policies with the thesis' exploration floor, written without gathers.
+
+The behaviour policy is pi_tilde = (1 - eps) * softmax(logits) + eps / |A| (thesis §2.5). Log
+probabilities of taken actions use a one-hot product: `take_along_axis` becomes a scatter in the
+backward pass, several times slower on CPU (spec/performance-notes.md).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def mixed_log_probs(logits: jax.Array, eps: jax.Array | float) -> jax.Array:
+    """Log-probabilities of the eps-mixed policy over the last axis."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.log((1.0 - eps) * probs + eps / logits.shape[-1])
+
+
+def log_prob_of(log_probs: jax.Array, actions: jax.Array) -> jax.Array:
+    """log pi(a) for integer `actions` with shape `log_probs.shape[:-1]`."""
+    onehot = jax.nn.one_hot(actions, log_probs.shape[-1], dtype=log_probs.dtype)
+    return jnp.sum(log_probs * onehot, axis=-1)
+
+
+def entropy(log_probs: jax.Array) -> jax.Array:
+    return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+
+
+def sample(key: jax.Array, log_probs: jax.Array) -> jax.Array:
+    return jax.random.categorical(key, log_probs, axis=-1).astype(jnp.int32)
+
+
+def linear_epsilon(iteration: jax.Array, start: float, end: float, div: float) -> jax.Array:
+    """Exploration floor decayed linearly by (start - end) / div per iteration (thesis §2.5 [CODE])."""
+    return jnp.maximum(end, start - iteration * (start - end) / div)
