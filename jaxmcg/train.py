@@ -54,6 +54,15 @@ def _mean_tree(tree):
     return jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), tree)
 
 
+def action_frequency(batch, num_actions) -> jax.Array:
+    """Share of valid steps on which each agent took each action, `[N, A]` (discrete only)."""
+    actions = getattr(batch.action, "action", batch.action)
+    if num_actions is None or not jnp.issubdtype(actions.dtype, jnp.integer):
+        return jnp.zeros(())
+    onehot = jax.nn.one_hot(actions, num_actions) * batch.valid[..., None, None]
+    return jnp.sum(onehot, axis=(0, 1)) / jnp.maximum(jnp.sum(batch.valid), 1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Train:
     """Returned by `make_train`: `train(key)` runs everything; `init`/`chunk` let a host loop log."""
@@ -78,6 +87,7 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
         env = algo.wrap_env(env, config)
     num_steps = train_config.num_steps or int(env_params.max_steps_in_episode)
     phases = phases_of(algo, config)
+    num_actions = getattr(env.action_space(env_params), "n", None)
     # algorithms that carry a batch between updates (LIO, MetaGrad) size it at init
     init_params = inspect.signature(algo.init).parameters
     init_kwargs = {k: v for k, v in (("n_envs", train_config.n_envs), ("num_steps", num_steps))
@@ -119,6 +129,7 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
         returns = jnp.mean(episode_returns(batch), axis=0)
         metrics["episode_return/mean"] = returns
         metrics["collective_return"] = jnp.sum(returns)
+        metrics["action_frequency"] = action_frequency(batch, num_actions)
         if hasattr(algo, "eval_metrics"):
             metrics.update(algo.eval_metrics(runner.algo_state, batch))
         metrics["iteration"] = runner.iteration

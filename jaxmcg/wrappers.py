@@ -69,7 +69,7 @@ class ObserveGiven(Environment):
         else:
             action, given = actions, jnp.zeros_like(state.given)
         obs, inner, reward, terminated, info = self.inner.step_env(key, state.inner, action, params)
-        given = state.given + given * (1.0 - jnp.eye(self.num_agents))
+        given = state.given + (given * (1.0 - jnp.eye(self.num_agents))).astype(state.given.dtype)
         return self._obs(obs, given), GivenState(inner, given, inner.time), reward, terminated, info
 
     def get_obs(self, state, params=None):

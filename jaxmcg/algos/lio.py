@@ -57,8 +57,15 @@ class Config:
     observe_given: bool = True  # cumulative-given block in observations (thesis L1727)
     decentralized: bool = False  # LIO-dec: opponent models fitted by max likelihood (§2.6)
     lr_opponent: float = 1e-3  # LIO-dec opponent-model Adam, one step per rollout (A9)
+    givers: tuple[int, ...] | None = None  # agents with an incentive function; None = all.
+    # The others are plain PG learners: LIO paired with PG (LIO-asym, thesis §2.9) is givers=(0,)
 
-    def validate(self) -> None:
+    def validate(self, num_agents: int | None = None) -> None:
+        if num_agents is not None and self.givers is not None:
+            bad = [g for g in self.givers if not 0 <= g < num_agents]
+            if bad:
+                raise ValueError(f"givers={self.givers} has invalid agent indices {bad}; "
+                                 f"valid: 0..{num_agents - 1}")
         if self.meta_grad not in ("linearized", "autodiff"):
             raise ValueError(
                 f"meta_grad={self.meta_grad!r} is invalid; valid: 'linearized', 'autodiff'"
@@ -101,7 +108,7 @@ def _adam_pair(config):
 def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: int | None = None):
     """`env` must accept `GiveAction`s (wrap it with `wrap_env`). `n_envs` and `num_steps` size the
     batch carried between updates."""
-    config.validate()
+    config.validate(env.num_agents)
     if not isinstance(env, ObserveGiven):
         env = wrap_env(env, config)
     k_pol, k_inc, k_opp = jax.random.split(key, 3)
@@ -132,10 +139,19 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
     )
 
 
+def _giver_mask(state, n: int) -> np.ndarray:
+    givers = range(n) if state.config.givers is None else state.config.givers
+    return np.isin(np.arange(n), list(givers)).astype(np.float32)[:, None]
+
+
 def given_by(state, eta, obs, actions) -> jax.Array:
     """Incentives `[..., N giver, N recipient]` paid for joint `actions` seen from `obs`."""
+    return state.config.r_max * _sigmoids(state, eta, obs, actions)
+
+
+def _sigmoids(state, eta, obs, actions) -> jax.Array:
     sig = incentive_sigmoids(state.incentive, eta, obs, actions, state.num_actions)
-    return state.config.r_max * sig
+    return sig * _giver_mask(state, actions.shape[-1])
 
 
 def act(state: State, obs, key, evaluate: bool = False):
@@ -188,14 +204,13 @@ def outer_loss(theta_hat, state: State, batch_hat, giver: int) -> jax.Array:
     logp = _outer_log_probs(state, theta_hat, batch_hat)  # [T, E, N]
     g = extrinsic_returns(state, batch_hat)[..., giver]  # [T, E]
     others = jnp.asarray(np.arange(n) != giver, jnp.float32)
-    return time_sum_env_mean(jnp.sum(logp * others, axis=-1) * g, batch_hat.valid)
+    return -time_sum_env_mean(jnp.sum(logp * others, axis=-1) * g, batch_hat.valid)
 
 
 def incentive_cost(eta, state: State, batch) -> jax.Array:
     """sum_i C^i: discounted l1 norm of the incentives given on tau (unscaled unless cost_scaled)."""
     c = state.config
-    sig = incentive_sigmoids(state.incentive, eta, batch.obs, batch.action.action,
-                             state.num_actions)
+    sig = _sigmoids(state, eta, batch.obs, batch.action.action)
     scale = c.r_max if c.cost_scaled else 1.0
     discount = c.gamma ** jnp.arange(batch.reward.shape[0], dtype=jnp.float32)
     per_step = scale * jnp.sum(sig, axis=(-1, -2)) * discount[:, None]  # [T, E]
@@ -233,7 +248,7 @@ def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers
     )
     g_hat = extrinsic_returns(state, batch_hat)  # [T, E, N]
     valid, valid_hat = batch.valid[..., None], batch_hat.valid[..., None]
-    cot = jnp.zeros(batch.reward.shape + (n,), jnp.float32)  # [T, E, giver, recipient]
+    cot = jnp.zeros(batch.reward.shape + (n,), batch.reward.dtype)  # [T, E, giver, recipient]
     for i in givers:
         others = jnp.asarray(np.arange(n) != i, jnp.float32)
         (v_i,) = vjp_new(-valid_hat * g_hat[..., i : i + 1] * others / e)

@@ -1,0 +1,199 @@
+"""Train an algorithm on an environment from the command line.
+
+    python -m experiments.run --algo lio --env escape_room --n_envs 4096
+    python -m experiments.run --preset lio-er-3-2-batched --seeds 5
+    python -m experiments.run --resume runs/lio-escape_room-20261120-120000
+
+Writes config.json, metrics.jsonl, summary.json and orbax checkpoints to --out (see README).
+Every input is checked before anything is compiled.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jaxmcg
+from experiments.presets import DEFAULT_TRAIN, PRESETS, get_preset
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _parse_value(key: str, raw: str, default):
+    """Convert `raw` to the type of `default`, or raise UsageError naming the key."""
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return raw.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple) or default is None:
+            if default is None and raw.lower() == "none":
+                return None
+            return tuple(int(x) for x in raw.strip("()[] ").split(",") if x.strip())
+        return raw
+    except ValueError:
+        kind = type(default).__name__ if default is not None else "tuple of ints"
+        raise UsageError(f"{key}={raw!r} is not a valid {kind}") from None
+
+
+def _split_pairs(pairs, flag):
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"{flag} {pair!r} must look like KEY=VALUE")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _env_defaults(env_id: str) -> dict:
+    """Constructor arguments and EnvParams fields of `env_id` with their default values."""
+    from jaxmcg.registry import _ENVS, _load
+
+    entry, kwargs = _ENVS[jaxmcg.resolve_env_id(env_id)]
+    cls = _load(entry)
+    out = {k: p.default for k, p in inspect.signature(cls).parameters.items()
+           if p.default is not inspect.Parameter.empty}
+    out.update(kwargs)
+    params = cls(**kwargs).default_params
+    out.update({f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = (
+        f"algorithms: {', '.join(jaxmcg.list_algos())}\n"
+        f"environments: {', '.join(jaxmcg.list_envs())}\n"
+        f"presets: {', '.join(sorted(PRESETS))}"
+    )
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.run", description=__doc__.split("\n")[0], epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--algo")
+    p.add_argument("--env")
+    p.add_argument("--preset")
+    p.add_argument("--n_envs", "--n-envs", type=int, dest="n_envs")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds, vmapped (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--log-every", "--log_every", type=int, dest="log_every")
+    p.add_argument("--eval-envs", "--eval_envs", type=int, dest="eval_envs")
+    p.add_argument("--env-param", "--env_param", action="append", dest="env_param", default=[])
+    p.add_argument("--algo-param", "--algo_param", action="append", dest="algo_param", default=[])
+    p.add_argument("--out")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=10, dest="checkpoint_every",
+                   help="chunks (logged points) between checkpoints")
+    p.add_argument("--target", type=float, default=None,
+                   help="report the first iteration whose moving-average collective return >= this")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def resolve(args) -> dict:
+    """The fully resolved run configuration (plain JSON types), validated, nothing compiled."""
+    preset = get_preset(args.preset) if args.preset else {}
+    algo_name = args.algo or preset.get("algo")
+    env_name = args.env or preset.get("env")
+    if not algo_name or not env_name:
+        raise UsageError("give --algo and --env, or --preset (see --help for the valid names)")
+    algo = jaxmcg.get_algo(algo_name)
+    env_id = jaxmcg.resolve_env_id(env_name)
+
+    env_defaults = _env_defaults(env_id)
+    env_params = dict(preset.get("env_params", {})) if env_name == preset.get("env") else {}
+    for k, v in _split_pairs(args.env_param, "--env-param").items():
+        if k not in env_defaults:
+            raise UsageError(f"unknown --env-param {k!r} for {env_id}; valid: {', '.join(env_defaults)}")
+        env_params[k] = _parse_value(k, v, env_defaults[k])
+    jaxmcg.make(env_id, **env_params)  # validates the values
+
+    fields = {f.name: f.default for f in dataclasses.fields(algo.Config)}
+    algo_params = dict(preset.get("algo_params", {})) if algo_name == preset.get("algo") else {}
+    for k, v in _split_pairs(args.algo_param, "--algo-param").items():
+        if k not in fields:
+            raise UsageError(f"unknown --algo-param {k!r} for {algo_name}; valid: {', '.join(fields)}")
+        algo_params[k] = _parse_value(k, v, fields[k])
+    config = algo.Config(**algo_params)
+    if hasattr(config, "validate"):
+        env, _ = jaxmcg.make(env_id, **env_params)
+        if "num_agents" in inspect.signature(config.validate).parameters:
+            config.validate(num_agents=env.num_agents)
+        else:
+            config.validate()
+
+    train = {**DEFAULT_TRAIN, **preset.get("train", {})}
+    for k in ("n_envs", "iterations", "log_every", "eval_envs"):
+        if getattr(args, k) is not None:
+            train[k] = getattr(args, k)
+    if args.iterations is not None and args.log_every is None and train["iterations"] % train["log_every"]:
+        train["log_every"] = _largest_divisor_at_most(train["iterations"], train["log_every"])
+    from jaxmcg.train import TrainConfig
+
+    TrainConfig(**train).validate()
+    seeds = args.seeds if args.seeds is not None else 1
+    if seeds <= 0:
+        raise UsageError(f"--seeds={seeds} is invalid: must be a positive integer")
+    return {
+        "algo": algo_name, "env": env_id, "env_params": env_params,
+        "algo_config": _jsonable(dataclasses.asdict(config)), "algo_params": _jsonable(algo_params),
+        "train": train, "seeds": seeds, "seed": args.seed, "preset": args.preset,
+    }
+
+
+def _largest_divisor_at_most(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _git_commit() -> str | None:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def main(argv=None, _stop_after_chunks: int | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.resume:
+            with open(os.path.join(args.resume, "config.json")) as f:
+                cfg = json.load(f)["run"]
+            out = args.resume
+        else:
+            cfg = resolve(args)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = args.out or os.path.join("runs", f"{cfg['algo']}-{cfg['env']}-{stamp}")
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from jaxmcg.runner import run_loop
+
+    return run_loop(cfg, out, resume=bool(args.resume), checkpoint_every=args.checkpoint_every,
+                    target=args.target, quiet=args.quiet, stop_after_chunks=_stop_after_chunks,
+                    git_commit=_git_commit())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
