@@ -29,9 +29,10 @@ def _frozen_batches(config, n=2, m=1, n_envs=6, seed=0):
         lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t)
     state = to64(state)
     act = lambda s: (lambda o, k: lio.act(s, o, k))
-    tau = to64(episode_rollout(env, params, act(state), k2, n_envs, 5))
-    state, _ = lio.policy_step(state, tau)
-    tau_hat = to64(episode_rollout(env, params, act(state), k3, n_envs, 5))
+    rollout = jax.jit(lambda s, k: episode_rollout(env, params, act(s), k, n_envs, 5))
+    tau = to64(rollout(state, k2))
+    state, _ = jax.jit(lio.policy_step)(state, tau)
+    tau_hat = to64(rollout(state, k3))
     return state, tau, tau_hat
 
 
@@ -43,10 +44,11 @@ def test_meta_gradient_matches_finite_differences(x64, n, m):
     of the outer objective on a frozen batch (float64, relative error < 1e-4)."""
     state, tau, tau_hat = _frozen_batches(lio.Config(), n=n, m=m)
     theta, eps = state.prev_params, state.prev_eps
-    lin = lio.meta_grad_linearized(state, theta, state.eta, tau, tau_hat, eps, range(n))
-    auto = lio.meta_grad_autodiff(state, theta, state.eta, tau, tau_hat, eps, range(n))
+    lin = jax.jit(lambda s: lio.meta_grad_linearized(s, theta, s.eta, tau, tau_hat, eps, range(n)))(state)
+    auto = jax.jit(lambda s: lio.meta_grad_autodiff(s, theta, s.eta, tau, tau_hat, eps, range(n)))(state)
     key = jax.random.PRNGKey(1)
     for i in range(n):
+        @jax.jit
         def objective(eta_i, i=i):
             eta = jax.tree_util.tree_map(lambda e, ei: e.at[i].set(ei), state.eta, eta_i)
             theta_hat = lio.inner_step(theta, eta, state, tau, eps)
@@ -80,7 +82,7 @@ def test_linearized_equals_autodiff_decentralized(x64):
     grads = {}
     for mg in ("linearized", "autodiff"):
         s = state.replace(config=lio.Config(decentralized=True, meta_grad=mg))
-        grads[mg] = lio.incentive_grads(s, s.prev_params, tau, tau_hat, s.prev_eps)
+        grads[mg] = jax.jit(lambda s: lio.incentive_grads(s, s.prev_params, tau, tau_hat, s.prev_eps))(s)
     for a, b in zip(jax.tree_util.tree_leaves(grads["linearized"]),
                     jax.tree_util.tree_leaves(grads["autodiff"])):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
@@ -89,7 +91,7 @@ def test_linearized_equals_autodiff_decentralized(x64):
 def test_policy_step_is_the_inner_step():
     """The step applied to theta is numerically the in-graph replica the meta-gradient uses."""
     state, tau, _ = _frozen_batches(lio.Config())
-    replica = lio.inner_step(state.prev_params, state.eta, state, tau, state.prev_eps)
+    replica = jax.jit(lio.inner_step)(state.prev_params, state.eta, state, tau, state.prev_eps)
     for a, b in zip(jax.tree_util.tree_leaves(replica), jax.tree_util.tree_leaves(state.params)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
@@ -120,6 +122,7 @@ def test_exact_lio_matches_closed_form_and_cooperates():
     """Thesis Prop. 3: exact gradients equal Eq B.4-B.8, eta_C - eta_D - 1 turns positive and both
     agents end up cooperating (theta -> 1)."""
     rng = np.random.default_rng(0)
+    step = jax.jit(exact_lio.exact_lio_step, static_argnums=(2, 3, 4))
     for _ in range(5):
         theta = jnp.asarray(rng.uniform(0.1, 0.9, 2), jnp.float32)
         eta = jnp.asarray(rng.uniform(0, 3, (2, 2)), jnp.float32)
@@ -128,7 +131,7 @@ def test_exact_lio_matches_closed_form_and_cooperates():
         for x, y in zip(a, b):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
         for _ in range(300):
-            theta, eta = exact_lio.exact_lio_step(theta, eta, 0.01, 0.1, 0.9)
+            theta, eta = step(theta, eta, 0.01, 0.1, 0.9)
         assert np.all(np.asarray(eta[:, 0] - eta[:, 1] - 1.0) > 0)
         np.testing.assert_allclose(theta, 1.0)
 

@@ -55,6 +55,14 @@ class Config:
     # but also pins f_eta at -limit for good once giving is unlearned. None: as the thesis.
     mean_limit: float | None = None
 
+    def validate(self) -> None:
+        if not self.r_max > 0:
+            raise ValueError(f"r_max={self.r_max} is invalid: must be > 0")
+        if not self.cost_coef >= 0:
+            raise ValueError(f"cost_coef={self.cost_coef} is invalid: must be >= 0")
+        if self.mean_limit is not None and not self.mean_limit > 0:
+            raise ValueError(f"mean_limit={self.mean_limit} is invalid: must be > 0 or None")
+
 
 @struct.dataclass
 class State:
@@ -87,6 +95,7 @@ def give_log_prob(u, mean, r_max: float) -> jax.Array:
 
 def init(key, env, env_params, config: Config) -> State:
     """`env` should be wrapped with `wrap_env` (done here if it is not)."""
+    config.validate()
     if not isinstance(env, ObserveGiven):
         env = wrap_env(env, config)
     k_move, k_give = jax.random.split(key)
@@ -114,8 +123,9 @@ def give_mean(state: State, give_params, obs, moves) -> jax.Array:
 
 
 def act(state: State, obs, key, evaluate: bool = False):
-    """Sample moves (eps = 0 when evaluating) and amounts; returns `(GiveAction, {"u": u})` with the
-    pre-sigmoid sample `u [E, N, N-1]` kept for the update (inverting the sigmoid loses precision)."""
+    """Sample moves (eps = 0 when evaluating) and amounts (sampled in evaluation too, as the authors'
+    evaluation); returns `(GiveAction, {"u": u})` with the pre-sigmoid sample `u [E, N, N-1]` kept
+    for the update (inverting the sigmoid loses precision)."""
     k_move, k_give = jax.random.split(key)
     eps = 0.0 if evaluate else epsilon(state)
     moves = D.sample(k_move, log_probs(state.policy, state.params["move"], obs, eps))

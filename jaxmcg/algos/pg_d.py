@@ -47,6 +47,12 @@ class Config:
     gamma: float = 0.99  # thesis L1743
     observe_given: bool = True  # cumulative-given block in observations (L1727, A18)
 
+    def validate(self) -> None:
+        if not self.give_value > 0:
+            raise ValueError(f"give_value={self.give_value} is invalid: must be > 0")
+        if not self.cost_coef >= 0:
+            raise ValueError(f"cost_coef={self.cost_coef} is invalid: must be >= 0")
+
 
 @struct.dataclass
 class State:
@@ -132,6 +138,7 @@ def give_metrics(prefix: str, batch, num_moves: int) -> dict:
 
 def init(key, env, env_params, config: Config) -> State:
     """`env` should be wrapped with `wrap_env` (done here if it is not)."""
+    config.validate()
     if not isinstance(env, ObserveGiven):
         env = wrap_env(env, config)
     a, n = num_actions(env, env_params), env.num_agents

@@ -1,0 +1,104 @@
+"""The command line: outputs, bad input rejected before any compilation, resume = uninterrupted."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.monitoring
+import numpy as np
+import pytest
+
+from experiments import run
+from jaxmcg.checkpoint import Checkpointer
+
+SMALL = ["--algo", "lio", "--env", "escape_room", "--n_envs", "8", "--iterations", "40",
+         "--log-every", "10", "--eval-envs", "16", "--seeds", "2", "--quiet"]
+
+
+@pytest.fixture
+def no_compile():
+    # gymnax builds a few arrays when imported; import first so that only our compiles count
+    import envs  # noqa: F401
+    import jaxmcg.algos.lio  # noqa: F401
+    import jaxmcg.algos.pg  # noqa: F401
+
+    compiled = []
+    listener = lambda event, duration, **kw: compiled.append(event)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield compiled
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--algo", "nope", "--env", "escape_room"], "valid: ac, lio, pg, pg_c, pg_d"),
+    (["--algo", "lio", "--env", "nope"], "valid: "),
+    (["--algo", "lio", "--env", "escape_room", "--env-param", "min_lever_pullers=2"], "ER(2, 2)"),
+    (["--algo", "lio", "--env", "escape_room", "--n_envs", "0"], "n_envs=0"),
+    (["--algo", "lio", "--env", "escape_room", "--algo-param", "nope=1"], "unknown --algo-param 'nope'"),
+    (["--algo", "lio", "--env", "escape_room", "--algo-param", "lr=fast"], "lr='fast' is not a valid float"),
+    (["--algo", "lio", "--env", "escape_room", "--env-param", "num_agents=x"], "num_agents='x'"),
+    (["--preset", "nope"], "unknown preset 'nope'; valid: "),
+    (["--algo", "lio", "--env", "escape_room", "--algo-param", "meta_grad=nope"], "meta_grad='nope'"),
+    (["--algo", "lio", "--env", "escape_room", "--seeds", "0"], "--seeds=0"),
+])
+def test_bad_input_fails_before_compilation(argv, needle, capsys, no_compile, tmp_path):
+    assert run.main(argv + ["--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
+    assert not [e for e in no_compile if "backend_compile" in e]
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_input_exit_code_from_a_shell():
+    out = subprocess.run([sys.executable, "-m", "experiments.run", "--algo", "lio", "--env",
+                          "escape_room", "--env-param", "min_lever_pullers=2"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "ER(2, 2) is invalid" in out.stderr
+
+
+def test_help_lists_algorithms_environments_presets():
+    text = run.build_parser().format_help()
+    for name in ("lio", "pg", "escape_room-v0", "ipd-v0", "lio-er-2-1", "pg-er-2-1"):
+        assert name in text
+
+
+def _params(out_dir):
+    ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"))
+    step = ckpt.latest_step()
+    import orbax.checkpoint as ocp
+
+    state = ckpt.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))["state"]
+    ckpt.close()
+    return step, state
+
+
+def test_outputs_and_resume_equals_uninterrupted(tmp_path):
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    assert run.main(SMALL + ["--out", full, "--target", "-100"]) == 0
+    # an interruption after 2 of 4 chunks, with a checkpoint each chunk, then --resume
+    assert run.main(SMALL + ["--out", part, "--checkpoint-every", "1"], _stop_after_chunks=2) == 0
+    assert not os.path.exists(os.path.join(part, "summary.json"))
+    assert run.main(["--resume", part, "--quiet"]) == 0
+
+    cfg = json.load(open(os.path.join(full, "config.json")))
+    assert cfg["run"]["algo_config"]["lr"] == 1e-3 and cfg["run"]["train"]["n_envs"] == 8
+    assert "jax" in cfg["versions"] and cfg["devices"]
+    lines = [json.loads(x) for x in open(os.path.join(full, "metrics.jsonl"))]
+    assert len(lines) == 4 * 2 and {"iteration", "seed", "env_steps", "episode_return/mean",
+                                    "collective_return"} <= set(lines[0])
+    assert [ln["iteration"] for ln in lines if ln["seed"] == 0] == [10, 20, 30, 40]
+    summary = json.load(open(os.path.join(full, "summary.json")))
+    for key in ("collective_return", "wall_time_s", "steps_per_second", "target"):
+        assert key in summary
+    assert len(summary["collective_return"]["per_seed"]) == 2
+
+    resumed = [json.loads(x) for x in open(os.path.join(part, "metrics.jsonl"))]
+    assert [ln["iteration"] for ln in resumed] == [ln["iteration"] for ln in lines]
+    for a, b in zip(lines, resumed):
+        assert a["collective_return"] == b["collective_return"] and a["env_steps"] == b["env_steps"]
+    (s1, p1), (s2, p2) = _params(full), _params(part)
+    assert s1 == s2 == 4
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
