@@ -215,3 +215,15 @@ def test_givers_stop_paying_and_escape_room_stays_unsolved():
 
     free = _train(pg_c.Config(lr=1e-2, cost_coef=0.0))
     assert np.all(free["pg_c/given_per_episode"][:, -1] > 1.5), free["pg_c/given_per_episode"][:, -1]
+
+
+def test_mean_limit_clips_f_eta_and_bad_configs_fail():
+    env, env_params = jaxmcg.make("escape_room")
+    state = pg_c.init(jax.random.PRNGKey(0), env, env_params, pg_c.Config(mean_limit=0.01))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (64, 2, 7)) * 100
+    mean = pg_c.give_mean(state, state.params["give"], obs, None)
+    assert float(jnp.max(jnp.abs(mean))) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="r_max=0"):
+        pg_c.init(jax.random.PRNGKey(0), env, env_params, pg_c.Config(r_max=0.0))
+    with pytest.raises(ValueError, match="mean_limit=-1"):
+        pg_c.Config(mean_limit=-1.0).validate()
