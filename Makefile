@@ -17,6 +17,7 @@ test-slow:
 
 bench:
 	$(BIN)/python -m benchmarks.throughput --env escape_room
+	$(BIN)/python -m benchmarks.lio_iteration
 
 lint:
 	$(BIN)/ruff check jaxmcg envs experiments benchmarks tests

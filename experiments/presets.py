@@ -11,7 +11,8 @@ from __future__ import annotations
 # Table B.4 (thesis L1761-1769), LIO and PG columns; [CODE] 50k iterations, eval every 100 with 10
 # episodes (spec §2.11).
 _ER_PAPER_TRAIN = {"n_envs": 1, "iterations": 50_000, "log_every": 100, "eval_envs": 10}
-_LIO_ER_N2 = {"lr": 1e-4, "entropy_coef": 0.01, "eps_start": 0.5, "eps_end": 0.1, "eps_div": 1000.0}
+_LIO_ER_N2 = {"lr": 1e-4, "lr_incentive": 1e-3, "entropy_coef": 0.01, "eps_start": 0.5,
+              "eps_end": 0.1, "eps_div": 1000.0}
 _LIO_ER_N3 = {**_LIO_ER_N2, "eps_end": 0.3}
 _PG_ER = {"lr": 1e-4, "entropy_coef": 0.01, "eps_start": 0.5, "eps_end": 0.05, "eps_div": 100.0}
 _PG_C_ER = {"lr": 1e-3, "entropy_coef": 0.1, "eps_start": 1.0, "eps_end": 0.1, "eps_div": 1000.0}

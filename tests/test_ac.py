@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
+from gradcheck import assert_grad_matches_fd, f64
 
 import jaxmcg
 from jaxmcg import critic as C
@@ -13,39 +13,6 @@ from jaxmcg.rollout import Trajectory, episode_rollout
 from jaxmcg.train import TrainConfig, make_train
 
 GAMMA = 0.99
-
-
-@pytest.fixture
-def x64():
-    previous = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
-def _f64(tree):
-    return jax.tree_util.tree_map(
-        lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
-    )
-
-
-def assert_grad_matches_fd(f, params, key, h=1e-6, rtol=1e-4):
-    """jax.grad of scalar `f` against central differences along random directions and along the
-    coordinates with the largest gradients (float64)."""
-    flat, unravel = ravel_pytree(params)
-    assert flat.dtype == jnp.float64
-    fx = jax.jit(lambda x: f(unravel(x)))
-    g = np.asarray(jax.grad(fx)(flat))
-    assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0
-    for k in jax.random.split(key, 4):
-        v = jax.random.normal(k, flat.shape, jnp.float64)
-        fd = float(fx(flat + h * v) - fx(flat - h * v)) / (2 * h)
-        an = float(g @ np.asarray(v))
-        assert abs(fd - an) <= rtol * abs(an), (fd, an)
-    for i in np.argsort(-np.abs(g))[:8]:
-        e = jnp.zeros_like(flat).at[i].set(1.0)
-        fd = float(fx(flat + h * e) - fx(flat - h * e)) / (2 * h)
-        assert abs(fd - g[i]) <= rtol * abs(g[i]), (i, fd, g[i])
 
 
 def assert_trees_close(actual, expected, **tol):
@@ -208,12 +175,12 @@ def test_gradients_match_finite_differences(x64):
     batch = episode_rollout(env, env_params, lambda o, k: ac.act(state, o, k),
                             jax.random.PRNGKey(1), 6, 5)
     state = state.replace(
-        params=_f64(state.params),
-        critic_params=_f64(state.critic_params),
+        params=f64(state.params),
+        critic_params=f64(state.critic_params),
         # a distinct target net, so that the check covers the target in the TD target
-        target_params=_f64(jax.tree_util.tree_map(lambda p: 0.7 * p + 0.01, state.critic_params)),
+        target_params=f64(jax.tree_util.tree_map(lambda p: 0.7 * p + 0.01, state.critic_params)),
     )
-    batch = _f64(batch)
+    batch = f64(batch)
     assert batch.obs.dtype == jnp.float64
     delta = jax.random.normal(jax.random.PRNGKey(2), batch.reward.shape, jnp.float64)
     eps = jnp.asarray(0.2, jnp.float64)
