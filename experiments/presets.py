@@ -11,8 +11,9 @@ from __future__ import annotations
 # Table B.4 (thesis L1761-1769), LIO and PG columns; [CODE] 50k iterations, eval every 100 with 10
 # episodes (spec §2.11).
 _ER_PAPER_TRAIN = {"n_envs": 1, "iterations": 50_000, "log_every": 100, "eval_envs": 10}
+# The paper presets keep the authors' un-mixed outer log-probability (spec A3).
 _LIO_ER_N2 = {"lr": 1e-4, "lr_incentive": 1e-3, "entropy_coef": 0.01, "eps_start": 0.5,
-              "eps_end": 0.1, "eps_div": 1000.0}
+              "eps_end": 0.1, "eps_div": 1000.0, "outer_logprob_mixed": False}
 _LIO_ER_N3 = {**_LIO_ER_N2, "eps_end": 0.3}
 _PG_ER = {"lr": 1e-4, "entropy_coef": 0.01, "eps_start": 0.5, "eps_end": 0.05, "eps_div": 100.0}
 _PG_C_ER = {"lr": 1e-3, "entropy_coef": 0.1, "eps_start": 1.0, "eps_end": 0.1, "eps_div": 1000.0}
@@ -47,7 +48,7 @@ PRESETS: dict[str, dict] = {
         algo="lio", env="ipd",
         algo_params={"hidden": (16, 8), "incentive_hidden": (16, 8), "r_max": 3.0, "lr": 1e-3,
                      "lr_incentive": 1e-3, "cost_coef": 0.0, "entropy_coef": 0.1, "eps_start": 1.0,
-                     "eps_end": 0.01, "eps_div": 5000.0},
+                     "eps_end": 0.01, "eps_div": 5000.0, "outer_logprob_mixed": False},
         train={"n_envs": 1, "iterations": 60_000, "log_every": 100, "eval_envs": 10},
     ),
     # --- many parallel episodes per update ---
@@ -66,12 +67,19 @@ PRESETS: dict[str, dict] = {
                               algo_params={"lr": 1e-2},
                               train={"n_envs": 256, "iterations": 2000, "log_every": 50,
                                      "eval_envs": 1024}),
+    "lio_pg-ipd-batched": dict(  # LIO-asym: agent 0 is LIO, agent 1 a PG learner (-> DC)
+        algo="lio", env="ipd",
+        algo_params={"hidden": (16, 8), "incentive_hidden": (16, 8), "r_max": 3.0, "lr": 1e-2,
+                     "lr_incentive": 1e-3, "cost_coef": 0.0, "entropy_coef": 0.1, "eps_start": 1.0,
+                     "eps_end": 0.01, "eps_div": 500.0, "givers": (0,)},
+        train={"n_envs": 256, "iterations": 1500, "log_every": 50, "eval_envs": 1024},
+    ),
     "lio-ipd-batched": dict(
         algo="lio", env="ipd",
         algo_params={"hidden": (16, 8), "incentive_hidden": (16, 8), "r_max": 3.0, "lr": 1e-2,
                      "lr_incentive": 1e-3, "cost_coef": 0.0, "entropy_coef": 0.1, "eps_start": 1.0,
                      "eps_end": 0.01, "eps_div": 500.0},
-        train={"n_envs": 256, "iterations": 2000, "log_every": 50, "eval_envs": 1024},
+        train={"n_envs": 256, "iterations": 1500, "log_every": 50, "eval_envs": 1024},
     ),
 }
 

@@ -149,9 +149,9 @@ def _preset_config(name, **extra):
 def test_lio_ipd_mutual_cooperation_and_lio_pg_defects():
     """Thesis Fig 5.4: LIO pairs reach CC (both P(C) > 0.9); LIO with a PG partner reaches DC
     (the LIO agent defects, the PG agent is paid to cooperate; collective -3 per step)."""
-    m = _train("ipd", _preset_config("lio-ipd-batched"), 256, 1500, 3)
+    m = _train("ipd", _preset_config("lio-ipd-batched"), 256, 1000, 3)
     p_c = m["action_frequency"][:, -1, :, 0]  # [seed, agent]; action 0 = C
     assert np.all(p_c > 0.9), p_c
-    m = _train("ipd", _preset_config("lio-ipd-batched", givers=(0,)), 256, 1500, 3)
+    m = _train("ipd", _preset_config("lio_pg-ipd-batched"), 256, 1500, 3)
     p_c = m["action_frequency"][:, -1, :, 0]
     assert np.all(p_c[:, 0] < 0.1) and np.all(p_c[:, 1] > 0.9), p_c

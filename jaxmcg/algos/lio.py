@@ -55,7 +55,11 @@ class Config:
     gamma: float = 0.99  # thesis L1743
     pipeline: bool = False  # False: the thesis' two rollouts per iteration (Algorithm 2)
     meta_grad: str = "linearized"  # or "autodiff" (grad through the inner step)
-    outer_logprob_mixed: bool = False  # A3: the authors' outer log-prob uses the plain softmax
+    # A3: the authors' outer log-prob uses the plain softmax although tau-hat is sampled from the
+    # eps-mixed policy. That biased surrogate (no baseline) gets the sign wrong when returns are
+    # negative and a policy saturates: on the IPD it pays the partner for defecting. The default
+    # scores tau-hat with the policy it was sampled from; paper presets keep the code's choice.
+    outer_logprob_mixed: bool = True
     observe_given: bool = True  # cumulative-given block in observations (thesis L1727)
     decentralized: bool = False  # LIO-dec: opponent models fitted by max likelihood (§2.6)
     lr_opponent: float = 1e-3  # LIO-dec opponent-model Adam, one step per rollout (A9)
@@ -186,7 +190,8 @@ def inner_step(theta, eta, state: State, batch, eps):
 
 
 def _outer_eps(state):
-    return state.prev_eps if state.config.outer_logprob_mixed else 0.0
+    # tau-hat was sampled in the current iteration (faithful and pipelined alike)
+    return epsilon(state) if state.config.outer_logprob_mixed else 0.0
 
 
 def _outer_log_probs(state, theta_hat, batch_hat):
