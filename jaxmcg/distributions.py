@@ -33,3 +33,9 @@ def sample(key: jax.Array, log_probs: jax.Array) -> jax.Array:
 def linear_epsilon(iteration: jax.Array, start: float, end: float, div: float) -> jax.Array:
     """Exploration floor decayed linearly by (start - end) / div per iteration (thesis §2.5 [CODE])."""
     return jnp.maximum(end, start - iteration * (start - end) / div)
+
+
+def epsilon(state) -> jax.Array:
+    """The floor of an algorithm state with `iteration` and `config.eps_{start,end,div}`."""
+    c = state.config
+    return linear_epsilon(state.iteration, c.eps_start, c.eps_end, c.eps_div)

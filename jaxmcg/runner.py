@@ -127,6 +127,7 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
 
     env_steps = list(meta["env_steps"])
     wall = meta["wall_time"]
+    tty = sys.stderr.isatty()  # a progress line rewritten in place, else one line per 10%
     with open(metrics_path, "a") as f:
         for c in range(meta["chunks_done"], train.n_chunks):
             t = time.perf_counter()
@@ -139,12 +140,13 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
                 lines.append(line)
                 f.write(json.dumps(line) + "\n")
             f.flush()
-            if not quiet:
+            if not quiet and (tty or (c + 1) % max(1, train.n_chunks // 10) == 0):
                 cr = metrics["collective_return"]
-                print(f"\r[{c + 1}/{train.n_chunks}] iteration {int(metrics['iteration'][0])}  "
-                      f"collective_return median {np.median(cr):.2f}  "
-                      f"{sum(env_steps) / max(wall, 1e-9):,.0f} steps/s", end="", file=sys.stderr,
-                      flush=True)
+                lead = "\r" if tty else ""
+                print(f"{lead}[{c + 1}/{train.n_chunks}] iteration "
+                      f"{int(metrics['iteration'][0])}  collective_return median {np.median(cr):.2f}  "
+                      f"{sum(env_steps) / max(wall, 1e-9):,.0f} steps/s", end="" if tty else "\n",
+                      file=sys.stderr, flush=True)
             last = c + 1 == train.n_chunks
             if (c + 1) % checkpoint_every == 0 or last or stop_after_chunks == c + 1:
                 ckpt.save(c + 1, runner, {"chunks_done": c + 1, "env_steps": env_steps,
@@ -152,7 +154,7 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
             if stop_after_chunks == c + 1:
                 ckpt.close()
                 return 0
-    if not quiet:
+    if not quiet and tty:
         print(file=sys.stderr)
     ckpt.close()
     summary = summarize(lines, cfg["seeds"], target)

@@ -102,9 +102,7 @@ def wrap_env(env, config: Config):
     return ObserveGiven(env, observe=config.observe_given)
 
 
-def epsilon(state) -> jax.Array:
-    c = state.config
-    return D.linear_epsilon(state.iteration, c.eps_start, c.eps_end, c.eps_div)
+epsilon = D.epsilon
 
 
 def _adam_pair(config):

@@ -38,9 +38,7 @@ class State:
     policy: object = struct.field(pytree_node=False)
 
 
-def epsilon(state) -> jax.Array:
-    c = state.config
-    return D.linear_epsilon(state.iteration, c.eps_start, c.eps_end, c.eps_div)
+epsilon = D.epsilon
 
 
 def init(key, env, env_params, config: Config) -> State:

@@ -22,7 +22,7 @@ import numpy as np
 from flax import struct
 
 from jaxmcg import distributions as D
-from jaxmcg.algos.pg_d import give_metrics, others_to_matrix, total_rewards
+from jaxmcg.algos.pg_d import make_update, others_to_matrix, total_rewards
 from jaxmcg.incentives import others_onehot
 from jaxmcg.losses import reinforce_loss
 from jaxmcg.networks import MLP, apply_per_agent, init_per_agent
@@ -78,9 +78,7 @@ def wrap_env(env, config: Config):
     return ObserveGiven(env, observe=config.observe_given)
 
 
-def epsilon(state) -> jax.Array:
-    c = state.config
-    return D.linear_epsilon(state.iteration, c.eps_start, c.eps_end, c.eps_div)
+epsilon = D.epsilon
 
 
 def give_log_prob(u, mean, r_max: float) -> jax.Array:
@@ -146,15 +144,4 @@ def policy_loss(params, state: State, batch) -> jax.Array:
     return jnp.sum(reinforce_loss(logp, returns, ent, batch.valid, c.entropy_coef))
 
 
-def update(state: State, batch):
-    loss, grads = jax.value_and_grad(policy_loss)(state.params, state, batch)
-    eps = epsilon(state)
-    params = jax.tree_util.tree_map(lambda p, g: p - state.config.lr * g, state.params, grads)
-    state = state.replace(params=params, iteration=state.iteration + 1)
-    train = {f"train/{k}": v for k, v in give_metrics("pg_c", batch, state.num_moves).items()}
-    return state, {"pg_c/loss": loss, "pg_c/epsilon": eps, **train}
-
-
-def eval_metrics(state: State, batch) -> dict:
-    """Evaluation: per-agent total return (extrinsic + received - given), as lio.eval_metrics."""
-    return give_metrics("pg_c", batch, state.num_moves)
+update, eval_metrics = make_update("pg_c", policy_loss)

@@ -67,9 +67,7 @@ def wrap_env(env, config: Config):
     return ObserveGiven(env, observe=config.observe_given)
 
 
-def epsilon(state) -> jax.Array:
-    c = state.config
-    return D.linear_epsilon(state.iteration, c.eps_start, c.eps_end, c.eps_div)
+epsilon = D.epsilon
 
 
 # ---- the action encoding ----------------------------------------------------------------------
@@ -172,15 +170,23 @@ def policy_loss(params, state: State, batch) -> jax.Array:
     return jnp.sum(reinforce_loss(logp, returns, ent, batch.valid, c.entropy_coef))
 
 
-def update(state: State, batch):
-    loss, grads = jax.value_and_grad(policy_loss)(state.params, state, batch)
-    eps = epsilon(state)
-    params = jax.tree_util.tree_map(lambda p, g: p - state.config.lr * g, state.params, grads)
-    state = state.replace(params=params, iteration=state.iteration + 1)
-    train = {f"train/{k}": v for k, v in give_metrics("pg_d", batch, state.num_moves).items()}
-    return state, {"pg_d/loss": loss, "pg_d/epsilon": eps, **train}
+def make_update(name: str, loss_fn):
+    """`(update, eval_metrics)` of a give-reward PG learner: one SGD step on `loss_fn`, the give
+    metrics of the training batch under `train/<name>/...` and of evaluation under `<name>/...`."""
+
+    def update(state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state, batch)
+        eps = epsilon(state)
+        params = jax.tree_util.tree_map(lambda p, g: p - state.config.lr * g, state.params, grads)
+        state = state.replace(params=params, iteration=state.iteration + 1)
+        train = {f"train/{k}": v for k, v in give_metrics(name, batch, state.num_moves).items()}
+        return state, {f"{name}/loss": loss, f"{name}/epsilon": eps, **train}
+
+    def eval_metrics(state, batch) -> dict:
+        """Per-agent total return (extrinsic + received - given), as lio.eval_metrics."""
+        return give_metrics(name, batch, state.num_moves)
+
+    return update, eval_metrics
 
 
-def eval_metrics(state: State, batch) -> dict:
-    """Evaluation: per-agent total return (extrinsic + received - given), as lio.eval_metrics."""
-    return give_metrics("pg_d", batch, state.num_moves)
+update, eval_metrics = make_update("pg_d", policy_loss)
