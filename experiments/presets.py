@@ -55,9 +55,12 @@ PRESETS: dict[str, dict] = {
     "lio-er-2-1-batched": dict(algo="lio", env="escape_room", env_params=_er(2, 1),
                                train={"n_envs": 256, "iterations": 3000, "log_every": 50,
                                       "eval_envs": 1024}),
+    # With 16x fewer updates than the thesis' 50k, the incentive and cost Adam rates are scaled
+    # like the policy rate (x20) so incentives still outpace the policies; a 5-seed sweep found
+    # this necessary for N = 3 (4 of 5 seeds reach 8, versus none at the ER(2,1) defaults).
     "lio-er-3-2-batched": dict(algo="lio", env="escape_room", env_params=_er(3, 2),
-                               algo_params={"eps_end": 0.3},
-                               train={"n_envs": 256, "iterations": 6000, "log_every": 50,
+                               algo_params={"eps_end": 0.3, "lr_incentive": 2e-2, "lr_cost": 2e-3},
+                               train={"n_envs": 256, "iterations": 4000, "log_every": 50,
                                       "eval_envs": 1024}),
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"eps_end": 0.3},
