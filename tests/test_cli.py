@@ -83,7 +83,9 @@ def test_outputs_and_resume_equals_uninterrupted(tmp_path):
     assert run.main(["--resume", part, "--quiet"]) == 0
 
     cfg = json.load(open(os.path.join(full, "config.json")))
-    assert cfg["run"]["algo_config"]["lr"] == 1e-3 and cfg["run"]["train"]["n_envs"] == 8
+    from jaxmcg.algos import lio
+
+    assert cfg["run"]["algo_config"]["lr"] == lio.Config().lr and cfg["run"]["train"]["n_envs"] == 8
     assert "jax" in cfg["versions"] and cfg["devices"]
     lines = [json.loads(x) for x in open(os.path.join(full, "metrics.jsonl"))]
     assert len(lines) == 4 * 2 and {"iteration", "seed", "env_steps", "episode_return/mean",
