@@ -62,10 +62,12 @@ PRESETS: dict[str, dict] = {
                                algo_params={"eps_end": 0.3, "lr_incentive": 2e-2, "lr_cost": 2e-3},
                                train={"n_envs": 256, "iterations": 4000, "log_every": 50,
                                       "eval_envs": 1024}),
-    # Not yet calibrated: no setting tried so far keeps ER(5,3) cooperative at 256 envs (notes).
+    # Not yet calibrated (notes): slower policies relative to incentives were the most promising
+    # setting tried (1 of 3 seeds at 7.5 and rising after 4000 iterations); the budget is a guess.
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
-                               algo_params={"eps_end": 0.3, "lr_incentive": 2e-2, "lr_cost": 2e-3},
-                               train={"n_envs": 256, "iterations": 8000, "log_every": 50,
+                               algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
+                                            "eps_end": 0.3, "eps_div": 2000.0},
+                               train={"n_envs": 256, "iterations": 12000, "log_every": 50,
                                       "eval_envs": 1024}),
     "pg-er-2-1-batched": dict(algo="pg", env="escape_room", env_params=_er(2, 1),
                               algo_params={"lr": 1e-2},
