@@ -19,6 +19,7 @@ import sys
 import time
 
 import jaxmcg
+import jaxmcg.registry
 from experiments.presets import DEFAULT_TRAIN, PRESETS, get_preset
 
 
@@ -54,20 +55,6 @@ def _split_pairs(pairs, flag):
             raise UsageError(f"{flag} {pair!r} must look like KEY=VALUE")
         k, v = pair.split("=", 1)
         out[k.strip()] = v.strip()
-    return out
-
-
-def _env_defaults(env_id: str) -> dict:
-    """Constructor arguments and EnvParams fields of `env_id` with their default values."""
-    from jaxmcg.registry import _ENVS, _load
-
-    entry, kwargs = _ENVS[jaxmcg.resolve_env_id(env_id)]
-    cls = _load(entry)
-    out = {k: p.default for k, p in inspect.signature(cls).parameters.items()
-           if p.default is not inspect.Parameter.empty}
-    out.update(kwargs)
-    params = cls(**kwargs).default_params
-    out.update({f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
     return out
 
 
@@ -112,13 +99,13 @@ def resolve(args) -> dict:
     algo = jaxmcg.get_algo(algo_name)
     env_id = jaxmcg.resolve_env_id(env_name)
 
-    env_defaults = _env_defaults(env_id)
+    env_defaults = jaxmcg.registry.env_defaults(env_id)
     env_params = dict(preset.get("env_params", {})) if env_name == preset.get("env") else {}
     for k, v in _split_pairs(args.env_param, "--env-param").items():
         if k not in env_defaults:
             raise UsageError(f"unknown --env-param {k!r} for {env_id}; valid: {', '.join(env_defaults)}")
         env_params[k] = _parse_value(k, v, env_defaults[k])
-    jaxmcg.make(env_id, **env_params)  # validates the values
+    env, _ = jaxmcg.make(env_id, **env_params)  # validates the values
 
     fields = {f.name: f.default for f in dataclasses.fields(algo.Config)}
     algo_params = dict(preset.get("algo_params", {})) if algo_name == preset.get("algo") else {}
@@ -128,7 +115,6 @@ def resolve(args) -> dict:
         algo_params[k] = _parse_value(k, v, fields[k])
     config = algo.Config(**algo_params)
     if hasattr(config, "validate"):
-        env, _ = jaxmcg.make(env_id, **env_params)
         if "num_agents" in inspect.signature(config.validate).parameters:
             config.validate(num_agents=env.num_agents)
         else:

@@ -82,6 +82,19 @@ def make(env_id: str, **overrides: Any):
     return env, params
 
 
+def env_defaults(env_id: str) -> dict[str, Any]:
+    """Every key `make(env_id, ...)` accepts, with its default: constructor arguments (with the
+    registered values) and `EnvParams` fields."""
+    entry_point, kwargs = _ENVS[resolve_env_id(env_id)]
+    cls = _load(entry_point)
+    out = {k: p.default for k, p in inspect.signature(cls).parameters.items()
+           if p.default is not inspect.Parameter.empty}
+    out.update(kwargs)
+    params = cls(**kwargs).default_params
+    out.update({f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
+    return out
+
+
 def get_algo(name: str):
     """Import and return the algorithm module registered as `name`."""
     _ensure_builtin()

@@ -85,3 +85,10 @@ class ObserveGiven(Environment):
 
     def action_space(self, params=None):
         return self.inner.action_space(params)
+
+
+def wrap_observe_given(env: Environment, config) -> ObserveGiven:
+    """`ObserveGiven(env, observe=config.observe_given)`, or `env` itself if it is wrapped already.
+
+    The `wrap_env` of every incentive-giving algorithm (LIO, PG-d, PG-c)."""
+    return env if isinstance(env, ObserveGiven) else ObserveGiven(env, observe=config.observe_given)

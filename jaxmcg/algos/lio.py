@@ -32,7 +32,7 @@ from jaxmcg.networks import agent_slice, apply_per_agent, init_per_agent
 from jaxmcg.policy import flat_obs_dim, init_policy, log_probs, num_actions, reinforce_terms
 from jaxmcg.returns import discounted_prefix, discounted_returns
 from jaxmcg.rollout import episode_rollout
-from jaxmcg.wrappers import GiveAction, ObserveGiven
+from jaxmcg.wrappers import GiveAction, wrap_observe_given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +98,7 @@ class State:
     num_actions: int = struct.field(pytree_node=False)
 
 
-def wrap_env(env, config: Config):
-    return ObserveGiven(env, observe=config.observe_given)
+wrap_env = wrap_observe_given
 
 
 epsilon = D.epsilon
@@ -113,8 +112,7 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
     """`env` must accept `GiveAction`s (wrap it with `wrap_env`). `n_envs` and `num_steps` size the
     batch carried between updates."""
     config.validate(env.num_agents)
-    if not isinstance(env, ObserveGiven):
-        env = wrap_env(env, config)
+    env = wrap_env(env, config)
     k_pol, k_inc, k_opp = jax.random.split(key, 3)
     n, a = env.num_agents, num_actions(env, env_params)
     policy, params = init_policy(k_pol, env, env_params, config.hidden)

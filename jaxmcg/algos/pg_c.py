@@ -28,7 +28,7 @@ from jaxmcg.losses import reinforce_loss
 from jaxmcg.networks import MLP, apply_per_agent, init_per_agent
 from jaxmcg.policy import flat_obs_dim, log_probs, num_actions, reinforce_terms
 from jaxmcg.returns import discounted_returns
-from jaxmcg.wrappers import GiveAction, ObserveGiven
+from jaxmcg.wrappers import GiveAction, wrap_observe_given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +74,7 @@ class State:
     num_moves: int = struct.field(pytree_node=False)
 
 
-def wrap_env(env, config: Config):
-    return ObserveGiven(env, observe=config.observe_given)
+wrap_env = wrap_observe_given
 
 
 epsilon = D.epsilon
@@ -94,8 +93,7 @@ def give_log_prob(u, mean, r_max: float) -> jax.Array:
 def init(key, env, env_params, config: Config) -> State:
     """`env` should be wrapped with `wrap_env` (done here if it is not)."""
     config.validate()
-    if not isinstance(env, ObserveGiven):
-        env = wrap_env(env, config)
+    env = wrap_env(env, config)
     k_move, k_give = jax.random.split(key)
     a, n = num_actions(env, env_params), env.num_agents
     obs_dim = flat_obs_dim(env, env_params)

@@ -27,7 +27,7 @@ from jaxmcg.losses import reinforce_loss
 from jaxmcg.networks import MLP, init_per_agent
 from jaxmcg.policy import flat_obs_dim, log_probs, num_actions, reinforce_terms
 from jaxmcg.returns import discounted_returns
-from jaxmcg.wrappers import GiveAction, ObserveGiven
+from jaxmcg.wrappers import GiveAction, wrap_observe_given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +63,7 @@ class State:
     num_moves: int = struct.field(pytree_node=False)  # A, the environment's own actions
 
 
-def wrap_env(env, config: Config):
-    return ObserveGiven(env, observe=config.observe_given)
+wrap_env = wrap_observe_given
 
 
 epsilon = D.epsilon
@@ -137,8 +136,7 @@ def give_metrics(prefix: str, batch, num_moves: int) -> dict:
 def init(key, env, env_params, config: Config) -> State:
     """`env` should be wrapped with `wrap_env` (done here if it is not)."""
     config.validate()
-    if not isinstance(env, ObserveGiven):
-        env = wrap_env(env, config)
+    env = wrap_env(env, config)
     a, n = num_actions(env, env_params), env.num_agents
     policy = MLP(tuple(config.hidden), num_flat_actions(a, n))
     example = jnp.zeros((flat_obs_dim(env, env_params),), jnp.float32)
