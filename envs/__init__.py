@@ -14,3 +14,5 @@ register_env("chicken-v0", _MG, payoff="chicken", max_steps_in_episode=5)  # tex
 # DCL's repeated games observe the constant dummy state [1, 0] (dcl.md §3.1, §3.3)
 register_env("conflict-v0", _MG, payoff="conflict", max_steps_in_episode=16, observation="dummy")
 register_env("pd_one_shot-v0", _MG, payoff="ipd", max_steps_in_episode=1, observation="dummy")
+register_env("cleanup-7x7-v0", "envs.cleanup:Cleanup", map_name="7x7")  # thesis §5.4
+register_env("cleanup-10x10-v0", "envs.cleanup:Cleanup", map_name="10x10")

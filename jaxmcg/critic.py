@@ -14,16 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmcg.networks import MLP, apply_per_agent, init_per_agent
-
-NETWORKS = ("mlp",)  # Cleanup's CNN (thesis §2.10) is added with the Cleanup environment
-
-
-def network(kind: str, hidden, out: int):
-    """The torso + head used for actors and critics: `kind` in `NETWORKS`."""
-    if kind == "mlp":
-        return MLP(tuple(hidden), out)
-    raise ValueError(f"network={kind!r} is not implemented; valid: {', '.join(NETWORKS)}")
+from jaxmcg.networks import NETWORKS, apply_per_agent, init_per_agent, network  # noqa: F401
 
 
 def init_critic(key, num_agents: int, example_obs: jax.Array, hidden, kind: str = "mlp"):

@@ -3,6 +3,10 @@
 Agents never share parameters in the thesis' LIO experiments, so parameters are stacked along a
 leading agent axis. `apply_per_agent` loops over agents at trace time: on CPU, XLA turns a `vmap`
 over a few agents' separate weights into slow batched matmuls (spec/performance-notes.md).
+
+Every module takes `(x, extra=None)`: `x` is one agent's observation (rank `obs_ndim`) and `extra` an
+optional flat vector that the module joins where its paper says (the MLP at its input; the conv net
+after its first dense layer, as the thesis' IA and LIO incentive networks, §2.9-2.10).
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+NETWORKS = ("mlp", "conv")
+
 
 class MLP(nn.Module):
     """ReLU MLP; `use_output_bias=False` gives LIO's bias-free incentive output layer."""
@@ -19,18 +25,54 @@ class MLP(nn.Module):
     hidden: Sequence[int]
     out: int
     use_output_bias: bool = True
+    obs_ndim = 1  # rank of one agent's observation (not a module field)
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, extra=None):
+        if extra is not None:
+            x = jnp.concatenate([x, extra], axis=-1)
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
         return nn.Dense(self.out, use_bias=self.use_output_bias)(x)
 
 
-def init_per_agent(module: nn.Module, key: jax.Array, num_agents: int, example: jax.Array):
+class ConvNet(nn.Module):
+    """The thesis' image torso (§2.10, A22): conv 6 filters 3x3 stride 1 SAME + ReLU, flatten, then a
+    ReLU MLP (`hidden`, 64-64 in Cleanup) and a linear head. `extra` joins after the first dense
+    layer, as IA's smoothed rewards and LIO's "who cleaned" input do (thesis L1784-1786)."""
+
+    hidden: Sequence[int]
+    out: int
+    use_output_bias: bool = True
+    filters: int = 6
+    kernel: int = 3
+    obs_ndim = 3
+
+    @nn.compact
+    def __call__(self, x, extra=None):
+        x = nn.relu(nn.Conv(self.filters, (self.kernel, self.kernel), padding="SAME")(x))
+        x = x.reshape(x.shape[:-3] + (-1,))
+        for k, width in enumerate(self.hidden):
+            x = nn.relu(nn.Dense(width)(x))
+            if k == 0 and extra is not None:
+                x = jnp.concatenate([x, extra], axis=-1)
+        return nn.Dense(self.out, use_bias=self.use_output_bias)(x)
+
+
+def network(kind: str, hidden, out: int, use_output_bias: bool = True) -> nn.Module:
+    """Torso + linear head for actors, critics and incentive functions: `kind` in `NETWORKS`."""
+    if kind == "mlp":
+        return MLP(tuple(hidden), out, use_output_bias)
+    if kind == "conv":
+        return ConvNet(tuple(hidden), out, use_output_bias)
+    raise ValueError(f"network={kind!r} is not implemented; valid: {', '.join(NETWORKS)}")
+
+
+def init_per_agent(module: nn.Module, key: jax.Array, num_agents: int, example: jax.Array,
+                   extra_example: jax.Array | None = None):
     """Independent parameters for each agent, stacked on a leading axis of size `num_agents`."""
     keys = jax.random.split(key, num_agents)
-    return jax.vmap(lambda k: module.init(k, example)["params"])(keys)
+    return jax.vmap(lambda k: module.init(k, example, extra_example)["params"])(keys)
 
 
 def agent_slice(stacked, i: int):
@@ -38,8 +80,18 @@ def agent_slice(stacked, i: int):
     return jax.tree_util.tree_map(lambda p: p[i], stacked)
 
 
-def apply_per_agent(module: nn.Module, stacked, x: jax.Array) -> jax.Array:
-    """Apply agent i's parameters to `x[..., i, :]`; returns `[..., num_agents, out]`."""
-    n = x.shape[-2]
-    outs = [module.apply({"params": agent_slice(stacked, i)}, x[..., i, :]) for i in range(n)]
+def _agent(x: jax.Array, i: int, obs_ndim: int) -> jax.Array:
+    return x[(Ellipsis, i) + (slice(None),) * obs_ndim]
+
+
+def apply_per_agent(module: nn.Module, stacked, x: jax.Array, extra: jax.Array | None = None):
+    """Apply agent i's parameters to its observation in `x[..., i, <obs dims>]` (and its flat
+    `extra[..., i, :]`); returns `[..., num_agents, out]`."""
+    d = module.obs_ndim
+    n = x.shape[-1 - d]
+    outs = [
+        module.apply({"params": agent_slice(stacked, i)}, _agent(x, i, d),
+                     None if extra is None else extra[..., i, :])
+        for i in range(n)
+    ]
     return jnp.stack(outs, axis=-2)

@@ -5,7 +5,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxmcg import distributions as D
-from jaxmcg.networks import MLP, apply_per_agent, init_per_agent
+from jaxmcg.networks import apply_per_agent, init_per_agent, network
+
+
+def obs_example(env, env_params) -> jax.Array:
+    """Zeros shaped like one agent's observation (flat or image), for initialising networks."""
+    return jnp.zeros(env.observation_space(env_params).shape, jnp.float32)
 
 
 def flat_obs_dim(env, env_params) -> int:
@@ -25,11 +30,11 @@ def num_actions(env, env_params) -> int:
     return int(space.n)
 
 
-def init_policy(key, env, env_params, hidden):
-    """`(module, stacked_params)` of independent MLP policies, one per agent."""
-    module = MLP(tuple(hidden), num_actions(env, env_params))
-    example = jnp.zeros((flat_obs_dim(env, env_params),), jnp.float32)
-    return module, init_per_agent(module, key, env.num_agents, example)
+def init_policy(key, env, env_params, hidden, kind: str = "mlp"):
+    """`(module, stacked_params)` of independent policies (`kind` in `networks.NETWORKS`), one per
+    agent."""
+    module = network(kind, hidden, num_actions(env, env_params))
+    return module, init_per_agent(module, key, env.num_agents, obs_example(env, env_params))
 
 
 def log_probs(module, params, obs, eps) -> jax.Array:

@@ -25,12 +25,12 @@ from jaxmcg import critic as C
 from jaxmcg import distributions as D
 from jaxmcg.losses import reinforce_loss
 from jaxmcg.networks import init_per_agent
-from jaxmcg.policy import flat_obs_dim, log_probs, num_actions, reinforce_terms
+from jaxmcg.policy import log_probs, obs_example, num_actions, reinforce_terms
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    network: str = "mlp"  # actor and critic torso; Cleanup's conv net (§2.10) arrives with Cleanup
+    network: str = "mlp"  # actor and critic torso: "mlp", or "conv" for image envs (§2.10)
     hidden: tuple[int, ...] = (64, 32)  # flat-observation envs: the ER policy MLP (§2.10)
     critic_hidden: tuple[int, ...] = (64, 32)  # V(o) has the policy's torso (§2.10, "or a linear scalar")
     lr: float = 1e-3  # actor SGD, Table B.5 AC (7x7 and 10x10)
@@ -71,7 +71,7 @@ def init(key, env, env_params, config: Config) -> State:
     config.validate()
     k_actor, k_critic = jax.random.split(key)
     n = env.num_agents
-    example = jnp.zeros((flat_obs_dim(env, env_params),), jnp.float32)
+    example = obs_example(env, env_params)
     policy = C.network(config.network, config.hidden, num_actions(env, env_params))
     params = init_per_agent(policy, k_actor, n, example)
     critic, critic_params = C.init_critic(k_critic, n, example, config.critic_hidden, config.network)
