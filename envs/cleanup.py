@@ -312,9 +312,11 @@ class Cleanup(Environment):
         eaten = apples[pos_flat]  # [N]; agents are on distinct cells
         apples = apples.at[pos_flat].set(False)
 
-        # 3. cleaning beams. Agents fire one after another in a uniformly random order, each on
-        # the waste left by the previous ones (as SSD's per-agent map updates; the order only
-        # decides who is credited when two beams reach the same waste cell).
+        # 3. cleaning beams. Agents fire one after another, each on the waste left by the previous
+        # ones (SSD applies each agent's beam to the map in turn). The spec does not fix the order;
+        # a uniformly random one keeps the agents symmetric. It matters only when beams overlap:
+        # it decides who is credited, and a beam that finds its first waste cell already cleaned
+        # travels on and may clean one further up.
         fired = actions == FIRE
         waste = jnp.concatenate([state.waste.reshape(-1), jnp.zeros(1, jnp.bool_)])
         beam = jnp.zeros(hw + 1, jnp.bool_)

@@ -89,6 +89,44 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
+# --- Cleanup (thesis §2.10-2.11, Table B.5) ---
+# Conv actor/critic/incentive nets (6 filters 3x3 SAME, FC 64-64); entropy 0.1, critic Adam 1e-3,
+# tau 0.01, eps 0.5 -> 0.05; LIO: incentive Adam 1e-3 with the cost 1e-4 in the same optimiser (A2),
+# R_max 2. [CODE] 50k counted episodes: 25k LIO iterations (two episodes each), 50k for one-rollout
+# methods; evaluation every 1000 counted episodes with 10 episodes (spec §2.4, A1).
+_CONV = {"network": "conv", "hidden": (64, 64), "critic_hidden": (64, 64)}
+_LIO_CLEANUP = {**_CONV, "learner": "ac", "incentive_hidden": (64, 64), "r_max": 2.0,
+                "entropy_coef": 0.1, "lr_incentive": 1e-3, "lr_critic": 1e-3, "tau": 0.01,
+                "cost_coef": 1e-4, "separate_cost_optimizer": False, "eps_start": 0.5,
+                "eps_end": 0.05, "outer_logprob_mixed": False}
+_AC_CLEANUP = {**_CONV, "entropy_coef": 0.1, "lr_critic": 1e-3, "tau": 0.01, "eps_start": 0.5,
+               "eps_end": 0.05}
+_CLEANUP_TABLE = {  # Table B.5: (lr, eps_div) per map and method
+    "7x7": {"lio": (1e-4, 100.0), "ac": (1e-3, 100.0)},
+    "10x10": {"lio": (1e-4, 1000.0), "ac": (1e-3, 5000.0)},
+}
+for _map, _rows in _CLEANUP_TABLE.items():
+    for _algo, (_lr, _div) in _rows.items():
+        _base = _LIO_CLEANUP if _algo == "lio" else _AC_CLEANUP
+        PRESETS[f"{_algo}-cleanup-{_map}"] = dict(
+            algo=_algo, env=f"cleanup-{_map}", algo_params={**_base, "lr": _lr, "eps_div": _div},
+            train={"n_envs": 1, "iterations": 25_000 if _algo == "lio" else 50_000,
+                   "log_every": 500 if _algo == "lio" else 1000, "eval_envs": 10},
+        )
+
+# Defaults of an algorithm on an environment family when no preset for the pair is given: the
+# paper's architecture for that family, with hyperparameters for many parallel episodes.
+FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
+    ("lio", "cleanup"): {**_LIO_CLEANUP, "lr": 1e-3, "eps_div": 100.0, "outer_logprob_mixed": True},
+    ("ac", "cleanup"): {**_AC_CLEANUP, "lr": 1e-3, "eps_div": 100.0},
+}
+
+
+def family_defaults(algo: str, env_id: str) -> dict:
+    """`FAMILY_DEFAULTS` of `algo` on the family of `env_id` (the id up to its first '-')."""
+    return dict(FAMILY_DEFAULTS.get((algo, env_id.split("-")[0]), {}))
+
+
 # Defaults when no preset is given: tuned for many parallel episodes.
 DEFAULT_TRAIN = {"n_envs": 4096, "iterations": 2000, "log_every": 50, "eval_envs": 1024}
 

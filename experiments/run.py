@@ -20,7 +20,7 @@ import time
 
 import jaxmcg
 import jaxmcg.registry
-from experiments.presets import DEFAULT_TRAIN, PRESETS, get_preset
+from experiments.presets import DEFAULT_TRAIN, PRESETS, family_defaults, get_preset
 
 
 class UsageError(ValueError):
@@ -108,7 +108,9 @@ def resolve(args) -> dict:
     env, _ = jaxmcg.make(env_id, **env_params)  # validates the values
 
     fields = {f.name: f.default for f in dataclasses.fields(algo.Config)}
-    algo_params = dict(preset.get("algo_params", {})) if algo_name == preset.get("algo") else {}
+    algo_params = family_defaults(algo_name, env_id)
+    if algo_name == preset.get("algo"):
+        algo_params.update(preset.get("algo_params", {}))
     for k, v in _split_pairs(args.algo_param, "--algo-param").items():
         if k not in fields:
             raise UsageError(f"unknown --algo-param {k!r} for {algo_name}; valid: {', '.join(fields)}")

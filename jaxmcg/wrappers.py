@@ -90,5 +90,9 @@ class ObserveGiven(Environment):
 def wrap_observe_given(env: Environment, config) -> ObserveGiven:
     """`ObserveGiven(env, observe=config.observe_given)`, or `env` itself if it is wrapped already.
 
-    The `wrap_env` of every incentive-giving algorithm (LIO, PG-d, PG-c)."""
-    return env if isinstance(env, ObserveGiven) else ObserveGiven(env, observe=config.observe_given)
+    The `wrap_env` of every incentive-giving algorithm (LIO, PG-d, PG-c). Image observations
+    (Cleanup) are never augmented: the authors' Cleanup agents observe only the image."""
+    if isinstance(env, ObserveGiven):
+        return env
+    flat = len(env.observation_space(env.default_params).shape) == 1
+    return ObserveGiven(env, observe=config.observe_given and flat)

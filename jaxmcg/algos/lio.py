@@ -11,6 +11,11 @@ the giver's extrinsic return on a new trajectory tau-hat through the recipients'
 Iteration (faithful, two rollouts): `phases` = (policy step on tau, incentive step on tau-hat).
 Pipelined (one rollout): tau-hat of one iteration is tau of the next, as MetaGrad does.
 
+`learner="ac"` is LIO's actor-critic form for Cleanup (Eq B.9-B.10, A6, A7): each recipient's critic
+takes an Adam step on its total reward first, the inner step uses the TD error
+delta^j_t = r^j_t(eta) + gamma V(o'_t) - V(o_t) in place of the return, and the giver's outer
+advantage is its TD error with the extrinsic reward under the same (total-reward) critic.
+
 The inner step is linear in the returns, so the meta-gradient is computed exactly with one VJP and
 one JVP per giver (`meta_grad="linearized"`, default) instead of grad-of-grad (`"autodiff"`); a
 test checks both against finite differences.
@@ -25,11 +30,12 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxmcg import critic as C
 from jaxmcg import distributions as D
-from jaxmcg.incentives import incentive_sigmoids, init_incentive, received
+from jaxmcg.incentives import action_features_of, incentive_sigmoids, init_incentive, received
 from jaxmcg.losses import reinforce_loss, time_sum_env_mean
-from jaxmcg.networks import agent_slice, apply_per_agent, init_per_agent
-from jaxmcg.policy import flat_obs_dim, init_policy, log_probs, num_actions, reinforce_terms
+from jaxmcg.networks import NETWORKS, agent_slice, apply_per_agent, init_per_agent
+from jaxmcg.policy import init_policy, log_probs, num_actions, obs_example, reinforce_terms
 from jaxmcg.returns import discounted_prefix, discounted_returns
 from jaxmcg.rollout import episode_rollout
 from jaxmcg.wrappers import GiveAction, wrap_observe_given
@@ -37,8 +43,13 @@ from jaxmcg.wrappers import GiveAction, wrap_observe_given
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    hidden: tuple[int, ...] = (64, 32)  # ER policy MLP, thesis §2.10
-    incentive_hidden: tuple[int, ...] = (64, 16)  # ER incentive MLP, thesis §2.10
+    hidden: tuple[int, ...] = (64, 32)  # ER policy MLP, thesis §2.10 (Cleanup: 64, 64)
+    incentive_hidden: tuple[int, ...] = (64, 16)  # ER incentive MLP, thesis §2.10 (Cleanup: 64, 64)
+    network: str = "auto"  # "mlp", "conv" (Cleanup, §2.10), or "auto": conv for image observations
+    learner: str = "pg"  # recipients' inner step: "pg" (IPD, ER) or "ac" (Cleanup, Eq B.9)
+    critic_hidden: tuple[int, ...] = (64, 64)  # learner="ac": V(o) with the policy's torso
+    lr_critic: float = 1e-3  # learner="ac": Adam, thesis L1787
+    tau: float = 0.01  # learner="ac": target critic, thesis L1787
     r_max: float = 2.0  # ER and Cleanup; 3.0 for the IPD (§2.10)
     # Defaults are calibrated for batch-mean losses over 256+ parallel episodes (README); the
     # thesis' one-episode values are in the presets: policy lr 1e-4, incentive lr 1e-3, eps_div 1e3.
@@ -72,6 +83,10 @@ class Config:
             if bad:
                 raise ValueError(f"givers={self.givers} has invalid agent indices {bad}; "
                                  f"valid: 0..{num_agents - 1}")
+        for name, value, valid in (("network", self.network, ("auto",) + NETWORKS),
+                                   ("learner", self.learner, ("pg", "ac"))):
+            if value not in valid:
+                raise ValueError(f"{name}={value!r} is invalid; valid: {', '.join(map(repr, valid))}")
         if self.meta_grad not in ("linearized", "autodiff"):
             raise ValueError(
                 f"meta_grad={self.meta_grad!r} is invalid; valid: 'linearized', 'autodiff'"
@@ -92,10 +107,16 @@ class State:
     prev_eps: jax.Array  # exploration floor tau was sampled with
     opp_params: dict  # LIO-dec: opp_params[i] = giver i's estimates of all policies
     opp_opt_state: optax.OptState
+    critic_params: dict | None  # learner="ac": V(o) of every agent, on the total reward
+    target_params: dict | None
+    critic_opt_state: optax.OptState | None
+    prev_critic_params: dict | None  # the critic the last policy step's TD errors came from
     config: Config = struct.field(pytree_node=False)
     policy: object = struct.field(pytree_node=False)
     incentive: object = struct.field(pytree_node=False)
     num_actions: int = struct.field(pytree_node=False)
+    action_features: object = struct.field(pytree_node=False)  # actions [.., N] -> [.., N, k]
+    critic: object = struct.field(pytree_node=False, default=None)
 
 
 wrap_env = wrap_observe_given
@@ -113,12 +134,20 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
     batch carried between updates."""
     config.validate(env.num_agents)
     env = wrap_env(env, config)
-    k_pol, k_inc, k_opp = jax.random.split(key, 3)
+    k_pol, k_inc, k_opp, k_critic = jax.random.split(key, 4)
     n, a = env.num_agents, num_actions(env, env_params)
-    policy, params = init_policy(k_pol, env, env_params, config.hidden)
-    incentive, eta = init_incentive(k_inc, n, flat_obs_dim(env, env_params), a,
-                                    config.incentive_hidden)
-    example = jnp.zeros((flat_obs_dim(env, env_params),), jnp.float32)
+    example = obs_example(env, env_params)
+    kind = config.network
+    if kind == "auto":
+        kind = "conv" if example.ndim == 3 else "mlp"
+    policy, params = init_policy(k_pol, env, env_params, config.hidden, kind)
+    features = action_features_of(env, a)
+    feature_dim = features(jnp.zeros((n,), jnp.int32)).shape[-1]
+    incentive, eta = init_incentive(k_inc, n, example, feature_dim, config.incentive_hidden, kind)
+    critic = critic_params = critic_opt_state = None
+    if config.learner == "ac":
+        critic, critic_params = C.init_critic(k_critic, n, example, config.critic_hidden, kind)
+        critic_opt_state = optax.adam(config.lr_critic).init(critic_params)
     opp_params = jax.vmap(lambda k: init_per_agent(policy, k, n, example))(
         jax.random.split(k_opp, n)
     )
@@ -129,7 +158,10 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
         has_prev=jnp.zeros((), bool), prev_params=params, prev_batch=None,
         prev_eps=jnp.zeros((), jnp.float32), opp_params=opp_params,
         opp_opt_state=optax.adam(config.lr_opponent).init(opp_params),
+        critic_params=critic_params, target_params=critic_params, critic_opt_state=critic_opt_state,
+        prev_critic_params=critic_params,
         config=config, policy=policy, incentive=incentive, num_actions=a,
+        action_features=features, critic=critic,
     )
     steps = num_steps or int(env_params.max_steps_in_episode)
     template = jax.eval_shape(
@@ -152,7 +184,7 @@ def given_by(state, eta, obs, actions) -> jax.Array:
 
 
 def _sigmoids(state, eta, obs, actions) -> jax.Array:
-    sig = incentive_sigmoids(state.incentive, eta, obs, actions, state.num_actions)
+    sig = incentive_sigmoids(state.incentive, eta, obs, state.action_features(actions))
     return sig * _giver_mask(state, actions.shape[-1])
 
 
@@ -167,13 +199,33 @@ def act(state: State, obs, key, evaluate: bool = False):
 # ---- the recipients' policy step (Eq 5.3-5.4), differentiable in eta ------------------------
 
 
-def inner_loss(theta, eta, state: State, batch, eps) -> jax.Array:
-    """Sum over recipients of the REINFORCE loss on extrinsic + received rewards."""
+def total_rewards(state: State, eta, batch) -> jax.Array:
+    """r^j(eta) = r^{j,env} + sum_i r_eta^i[j] on `batch`, `[T, E, N]` (Eq 5.1)."""
+    return batch.reward + received(given_by(state, eta, batch.obs, batch.action.action))
+
+
+def _td_error(state: State, critic_params, batch, rewards) -> jax.Array:
+    v = C.values(state.critic, critic_params, batch.obs)
+    v_next = C.values(state.critic, critic_params, batch.next_obs)
+    return C.td_error(rewards, v, v_next, state.config.gamma)  # no done-masking (A6)
+
+
+def inner_advantages(state: State, eta, batch, critic_params=None) -> jax.Array:
+    """What the recipients' step weighs log pi~ by: the return of the total reward ("pg", Eq 5.4) or
+    its TD error under the critic of that step ("ac", Eq B.9); linear in the incentives."""
+    rewards = total_rewards(state, eta, batch)
+    if state.config.learner == "ac":
+        critic_params = state.prev_critic_params if critic_params is None else critic_params
+        return (rewards - batch.reward) + _td_error(state, critic_params, batch, batch.reward)
+    return discounted_returns(rewards, batch.valid[..., None], state.config.gamma)
+
+
+def inner_loss(theta, eta, state: State, batch, eps, critic_params=None) -> jax.Array:
+    """Sum over recipients of the policy-gradient loss on extrinsic + received rewards."""
     c = state.config
-    rewards = batch.reward + received(given_by(state, eta, batch.obs, batch.action.action))
     logp, ent = reinforce_terms(state.policy, theta, batch.obs, batch.action.action, eps)
-    returns = discounted_returns(rewards, batch.valid[..., None], c.gamma)
-    return jnp.sum(reinforce_loss(logp, returns, ent, batch.valid, c.entropy_coef))
+    adv = inner_advantages(state, eta, batch, critic_params)
+    return jnp.sum(reinforce_loss(logp, adv, ent, batch.valid, c.entropy_coef))
 
 
 def inner_step(theta, eta, state: State, batch, eps):
@@ -197,15 +249,19 @@ def _outer_log_probs(state, theta_hat, batch_hat):
     )
 
 
-def extrinsic_returns(state, batch) -> jax.Array:
-    return discounted_returns(batch.reward, batch.valid[..., None], state.config.gamma)
+def outer_advantages(state, batch_hat) -> jax.Array:
+    """The givers' extrinsic credit on tau-hat, `[T, E, N]`: the return ("pg", Eq 5.10), or the TD
+    error of the extrinsic reward under the total-reward critic ("ac", as the authors' code, A7)."""
+    if state.config.learner == "ac":
+        return _td_error(state, state.critic_params, batch_hat, batch_hat.reward)
+    return discounted_returns(batch_hat.reward, batch_hat.valid[..., None], state.config.gamma)
 
 
 def outer_loss(theta_hat, state: State, batch_hat, giver: int) -> jax.Array:
     """L^i: minus the giver's extrinsic return credited to the recipients' new log-probabilities."""
     n = batch_hat.reward.shape[-1]
     logp = _outer_log_probs(state, theta_hat, batch_hat)  # [T, E, N]
-    g = extrinsic_returns(state, batch_hat)[..., giver]  # [T, E]
+    g = outer_advantages(state, batch_hat)[..., giver]  # [T, E]
     others = jnp.asarray(np.arange(n) != giver, jnp.float32)
     return -time_sum_env_mean(jnp.sum(logp * others, axis=-1) * g, batch_hat.valid)
 
@@ -239,7 +295,8 @@ def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers
     theta-hat^j(eta) = const + (lr / E) sum_{t,e} g^j_{t,e} G^j_{t,e}(eta), g = grad log pi~(a|o),
     so dL^i/deta^i = (lr / E) sum_j sum_{t,e} (g^j_{t,e} . v_ij) dG^j_{t,e}/deta^i with
     v_ij = dL^i/dtheta-hat^j: one VJP on tau-hat (v), one JVP on tau (g . v), then one VJP through
-    the incentive networks with the returns' adjoint (a discounted prefix sum) as cotangent.
+    the incentive networks with the returns' adjoint (a discounted prefix sum) as cotangent; the AC
+    learner's TD error depends on the incentives of its own step only, so its adjoint is the identity.
     """
     c = state.config
     n, e = batch.reward.shape[-1], batch.reward.shape[1]
@@ -249,14 +306,15 @@ def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers
     _, jvp_old = jax.linearize(
         lambda th: reinforce_terms(state.policy, th, batch.obs, batch.action.action, eps)[0], theta
     )
-    g_hat = extrinsic_returns(state, batch_hat)  # [T, E, N]
+    g_hat = outer_advantages(state, batch_hat)  # [T, E, N]
     valid, valid_hat = batch.valid[..., None], batch_hat.valid[..., None]
     cot = jnp.zeros(batch.reward.shape + (n,), batch.reward.dtype)  # [T, E, giver, recipient]
     for i in givers:
         others = jnp.asarray(np.arange(n) != i, jnp.float32)
         (v_i,) = vjp_new(-valid_hat * g_hat[..., i : i + 1] * others / e)
         w_i = jvp_old(v_i)  # [T, E, N recipients]
-        cot = cot.at[..., i, :].set(c.lr / e * valid * discounted_prefix(w_i * valid, c.gamma))
+        adjoint = w_i * valid if c.learner == "ac" else discounted_prefix(w_i * valid, c.gamma)
+        cot = cot.at[..., i, :].set(c.lr / e * valid * adjoint)
     grad_eta = jax.grad(
         lambda et: jnp.sum(cot * given_by(state, et, batch.obs, batch.action.action))
     )(eta)
@@ -335,14 +393,40 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
     return state, {"lio/incentive_cost": cost}
 
 
+def critic_step(state: State, batch) -> tuple[State, dict]:
+    """learner="ac": Adam step of every critic on its total reward with the target net (Eq B.10)."""
+    c = state.config
+    rewards = total_rewards(state, state.eta, batch)
+
+    def loss(critic_params):
+        v_target_next = C.values(state.critic, state.target_params, batch.next_obs)
+        targets = C.td_targets(rewards, v_target_next, c.gamma)
+        v = C.values(state.critic, critic_params, batch.obs)
+        return jnp.sum(C.critic_loss(v, targets, batch.valid))
+
+    value, grads = jax.value_and_grad(loss)(state.critic_params)
+    upd, opt_state = optax.adam(c.lr_critic).update(grads, state.critic_opt_state)
+    return state.replace(critic_params=optax.apply_updates(state.critic_params, upd),
+                         critic_opt_state=opt_state,
+                         prev_critic_params=state.critic_params), {"lio/critic_loss": value}
+
+
 def policy_step(state: State, batch) -> tuple[State, dict]:
-    """The recipients' SGD step on tau (with the current eta); remembers (theta, tau, eps)."""
+    """The recipients' SGD step on tau (with the current eta); remembers (theta, tau, eps).
+    learner="ac": critic step, then the actor step with TD errors of the critic before its step,
+    then the target update (A6)."""
     eps = epsilon(state)
+    metrics = {}
+    if state.config.learner == "ac":
+        state, metrics = critic_step(state, batch)
     loss, grads = jax.value_and_grad(inner_loss)(state.params, state.eta, state, batch, eps)
     theta_hat = jax.tree_util.tree_map(lambda p, g: p - state.config.lr * g, state.params, grads)
+    if state.config.learner == "ac":
+        state = state.replace(target_params=C.soft_update(
+            state.target_params, state.critic_params, state.config.tau))
     state = state.replace(params=theta_hat, prev_params=state.params, prev_batch=batch,
                           prev_eps=eps, has_prev=jnp.ones((), bool))
-    return state, {"lio/policy_loss": loss, **given_metrics(state, batch)}
+    return state, {"lio/policy_loss": loss, **metrics, **given_metrics(state, batch)}
 
 
 def given_metrics(state: State, batch) -> dict:
