@@ -6,7 +6,8 @@ over a few agents' separate weights into slow batched matmuls (spec/performance-
 
 Every module takes `(x, extra=None)`: `x` is one agent's observation (rank `obs_ndim`) and `extra` an
 optional flat vector that the module joins where its paper says (the MLP at its input; the conv net
-after its first dense layer, as the thesis' IA and LIO incentive networks, §2.9-2.10).
+after its first dense layer, as the thesis' IA and LIO incentive networks, §2.9-2.10). An observation
+is an array, or a dict `{"obs": x, "extra": e}` that carries its own `extra` (IA's smoothed rewards).
 """
 from __future__ import annotations
 
@@ -68,9 +69,32 @@ def network(kind: str, hidden, out: int, use_output_bias: bool = True) -> nn.Mod
     raise ValueError(f"network={kind!r} is not implemented; valid: {', '.join(NETWORKS)}")
 
 
+def resolve_network(kind: str, example) -> str:
+    """`kind`, with "auto" replaced by "conv" for image observations (rank 3) and "mlp" otherwise."""
+    if kind != "auto":
+        return kind
+    x, _ = split_obs(example)
+    return "conv" if x.ndim == 3 else "mlp"
+
+
+def split_obs(obs, extra=None):
+    """`(x, extra)` of an observation: an array (with `extra` passed separately, or none), or a dict
+    `{"obs": x, "extra": e}`."""
+    if isinstance(obs, dict):
+        if extra is not None:
+            raise ValueError("extra given twice: the observation dict carries its own 'extra'")
+        return obs["obs"], obs["extra"]
+    return obs, extra
+
+
 def init_per_agent(module: nn.Module, key: jax.Array, num_agents: int, example: jax.Array,
                    extra_example: jax.Array | None = None):
     """Independent parameters for each agent, stacked on a leading axis of size `num_agents`."""
+    example, extra_example = split_obs(example, extra_example)
+    if example.ndim != module.obs_ndim:
+        valid = ", ".join(f"{k!r} (rank {network(k, (1,), 1).obs_ndim})" for k in NETWORKS)
+        raise ValueError(f"network {type(module).__name__} takes observations of rank "
+                         f"{module.obs_ndim}, got shape {example.shape}; valid networks: {valid}")
     keys = jax.random.split(key, num_agents)
     return jax.vmap(lambda k: module.init(k, example, extra_example)["params"])(keys)
 
@@ -86,7 +110,8 @@ def _agent(x: jax.Array, i: int, obs_ndim: int) -> jax.Array:
 
 def apply_per_agent(module: nn.Module, stacked, x: jax.Array, extra: jax.Array | None = None):
     """Apply agent i's parameters to its observation in `x[..., i, <obs dims>]` (and its flat
-    `extra[..., i, :]`); returns `[..., num_agents, out]`."""
+    `extra[..., i, :]`); returns `[..., num_agents, out]`. `x` may be a `{"obs", "extra"}` dict."""
+    x, extra = split_obs(x, extra)
     d = module.obs_ndim
     n = x.shape[-1 - d]
     outs = [

@@ -9,8 +9,12 @@ from jaxmcg.networks import apply_per_agent, init_per_agent, network
 
 
 def obs_example(env, env_params) -> jax.Array:
-    """Zeros shaped like one agent's observation (flat or image), for initialising networks."""
-    return jnp.zeros(env.observation_space(env_params).shape, jnp.float32)
+    """Zeros shaped like one agent's observation (flat, image, or a dict of them as IA's
+    `{"obs", "extra"}`), for initialising networks."""
+    space = env.observation_space(env_params)
+    if hasattr(space, "spaces"):  # spaces.Dict
+        return {k: jnp.zeros(s.shape, jnp.float32) for k, s in space.spaces.items()}
+    return jnp.zeros(space.shape, jnp.float32)
 
 
 def flat_obs_dim(env, env_params) -> int:

@@ -112,6 +112,10 @@ def _ensure_builtin() -> None:
         _BUILTIN_LOADED = True
         for name in ("pg", "ac", "pg_d", "pg_c", "lio"):
             _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
+        for name in ("ac_d", "ac_c"):  # thesis Cleanup give-reward AC baselines (§2.9)
+            _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
+        for name in ("ia", "cen"):  # thesis Cleanup inequity-aversion and centralized baselines (§2.9)
+            _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
         try:  # the envs package registers itself; optional so jaxmcg works without it
             importlib.import_module("envs")
         except ModuleNotFoundError as err:

@@ -1,4 +1,4 @@
-"""Per-agent spaces: gymnax's jittable Discrete and Box, re-exported so envs depend on jaxmcg only."""
-from gymnax.environments.spaces import Box, Discrete, Space
+"""Per-agent spaces: gymnax's jittable Discrete, Box and Dict, re-exported for envs to use."""
+from gymnax.environments.spaces import Box, Dict, Discrete, Space
 
-__all__ = ["Box", "Discrete", "Space"]
+__all__ = ["Box", "Dict", "Discrete", "Space"]

@@ -24,13 +24,13 @@ from flax import struct
 from jaxmcg import critic as C
 from jaxmcg import distributions as D
 from jaxmcg.losses import reinforce_loss
-from jaxmcg.networks import init_per_agent
-from jaxmcg.policy import log_probs, obs_example, num_actions, reinforce_terms
+from jaxmcg.networks import init_per_agent, resolve_network
+from jaxmcg.policy import log_probs, num_actions, obs_example, reinforce_terms
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    network: str = "mlp"  # actor and critic torso: "mlp", or "conv" for image envs (§2.10)
+    network: str = "auto"  # actor and critic torso: "mlp", "conv" (§2.10), "auto": conv for images
     hidden: tuple[int, ...] = (64, 32)  # flat-observation envs: the ER policy MLP (§2.10)
     critic_hidden: tuple[int, ...] = (64, 32)  # V(o) has the policy's torso (§2.10, "or a linear scalar")
     lr: float = 1e-3  # actor SGD, Table B.5 AC (7x7 and 10x10)
@@ -44,9 +44,9 @@ class Config:
     mask_terminal: bool = False  # False: bootstrap at every step, as the authors' code (A6)
 
     def validate(self) -> None:
-        if self.network not in C.NETWORKS:
+        if self.network not in ("auto",) + C.NETWORKS:
             raise ValueError(
-                f"network={self.network!r} is not implemented; valid: {', '.join(C.NETWORKS)}"
+                f"network={self.network!r} is not implemented; valid: auto, {', '.join(C.NETWORKS)}"
             )
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau={self.tau} is invalid: must be in [0, 1]")
@@ -72,9 +72,10 @@ def init(key, env, env_params, config: Config) -> State:
     k_actor, k_critic = jax.random.split(key)
     n = env.num_agents
     example = obs_example(env, env_params)
-    policy = C.network(config.network, config.hidden, num_actions(env, env_params))
+    kind = resolve_network(config.network, example)
+    policy = C.network(kind, config.hidden, num_actions(env, env_params))
     params = init_per_agent(policy, k_actor, n, example)
-    critic, critic_params = C.init_critic(k_critic, n, example, config.critic_hidden, config.network)
+    critic, critic_params = C.init_critic(k_critic, n, example, config.critic_hidden, kind)
     return State(
         params=params,
         critic_params=critic_params,
@@ -114,7 +115,9 @@ def actor_loss(params, state: State, batch, advantages, eps) -> jax.Array:
     return jnp.sum(reinforce_loss(logp, advantages, ent, batch.valid, state.config.entropy_coef))
 
 
-def update(state: State, batch):
+def update(state: State, batch, actor_loss_fn=actor_loss):
+    """One AC update. `actor_loss_fn(params, state, batch, delta, eps)` (default `actor_loss`) lets
+    the give-reward variants (ac_d, ac_c) reuse the critic/actor/target sequence with their own actor."""
     c = state.config
     eps = epsilon(state)
     # 1. critic step; v is the main critic before the step, as the authors' delta uses
@@ -126,7 +129,7 @@ def update(state: State, batch):
     critic_params = optax.apply_updates(state.critic_params, upd)
     # 2. actor step with the TD error as a constant advantage
     delta = C.td_error(batch.reward, v, v_next, c.gamma, _not_done(state, batch))
-    ploss, grads = jax.value_and_grad(actor_loss)(state.params, state, batch, delta, eps)
+    ploss, grads = jax.value_and_grad(actor_loss_fn)(state.params, state, batch, delta, eps)
     params = jax.tree_util.tree_map(lambda p, g: p - c.lr * g, state.params, grads)
     # 3. soft target update
     target_params = C.soft_update(state.target_params, critic_params, c.tau)

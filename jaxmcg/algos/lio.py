@@ -34,7 +34,7 @@ from jaxmcg import critic as C
 from jaxmcg import distributions as D
 from jaxmcg.incentives import action_features_of, incentive_sigmoids, init_incentive, received
 from jaxmcg.losses import reinforce_loss, time_sum_env_mean
-from jaxmcg.networks import NETWORKS, agent_slice, apply_per_agent, init_per_agent
+from jaxmcg.networks import NETWORKS, agent_slice, apply_per_agent, init_per_agent, resolve_network
 from jaxmcg.policy import init_policy, log_probs, num_actions, obs_example, reinforce_terms
 from jaxmcg.returns import discounted_prefix, discounted_returns
 from jaxmcg.rollout import episode_rollout
@@ -137,9 +137,7 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
     k_pol, k_inc, k_opp, k_critic = jax.random.split(key, 4)
     n, a = env.num_agents, num_actions(env, env_params)
     example = obs_example(env, env_params)
-    kind = config.network
-    if kind == "auto":
-        kind = "conv" if example.ndim == 3 else "mlp"
+    kind = resolve_network(config.network, example)
     policy, params = init_policy(k_pol, env, env_params, config.hidden, kind)
     features = action_features_of(env, a)
     feature_dim = features(jnp.zeros((n,), jnp.int32)).shape[-1]
@@ -424,8 +422,9 @@ def policy_step(state: State, batch) -> tuple[State, dict]:
     if state.config.learner == "ac":
         state = state.replace(target_params=C.soft_update(
             state.target_params, state.critic_params, state.config.tau))
+    # a strongly typed eps: a weak-typed one would change the state's avals and recompile the chunk
     state = state.replace(params=theta_hat, prev_params=state.params, prev_batch=batch,
-                          prev_eps=eps, has_prev=jnp.ones((), bool))
+                          prev_eps=jnp.asarray(eps, jnp.float32), has_prev=jnp.ones((), bool))
     return state, {"lio/policy_loss": loss, **metrics, **given_metrics(state, batch)}
 
 

@@ -99,21 +99,25 @@ def init(key, env, env_params, config: Config) -> State:
     obs_dim = flat_obs_dim(env, env_params)
     policy = MLP(tuple(config.hidden), a)
     give_net = MLP(tuple(config.give_hidden), n - 1, use_output_bias=False)  # as LIO's (A23)
-    give_in = obs_dim + ((n - 1) * a if config.condition_on_actions else 0)
+    example = jnp.zeros((obs_dim,), jnp.float32)
+    extra = jnp.zeros(((n - 1) * a,), jnp.float32) if config.condition_on_actions else None
     params = {
-        "move": init_per_agent(policy, k_move, n, jnp.zeros((obs_dim,), jnp.float32)),
-        "give": init_per_agent(give_net, k_give, n, jnp.zeros((give_in,), jnp.float32)),
+        "move": init_per_agent(policy, k_move, n, example),
+        "give": init_per_agent(give_net, k_give, n, example, extra),
     }
     return State(params=params, iteration=jnp.zeros((), jnp.int32), config=config,
                  policy=policy, give_net=give_net, num_moves=a)
 
 
 def give_mean(state: State, give_params, obs, moves) -> jax.Array:
-    """f_eta(o) (or f_eta(o, a^{-i}) with `condition_on_actions`), `[..., N, N-1]`."""
-    x = obs
+    """f_eta(o) (or f_eta(o, a^{-i}) with `condition_on_actions`), `[..., N, N-1]`.
+
+    The others' one-hot moves enter as the module's `extra` input: the MLP joins them to o at its
+    input; a conv net (ac_c on images) after its first dense layer."""
+    extra = None
     if state.config.condition_on_actions:
-        x = jnp.concatenate([obs, others_onehot(moves, state.num_moves).astype(obs.dtype)], axis=-1)
-    mean = apply_per_agent(state.give_net, give_params, x)
+        extra = others_onehot(moves, state.num_moves).astype(obs.dtype)
+    mean = apply_per_agent(state.give_net, give_params, obs, extra)
     limit = state.config.mean_limit
     return mean if limit is None else jnp.clip(mean, -limit, limit)
 
