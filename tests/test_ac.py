@@ -51,7 +51,7 @@ def test_td_error_and_critic_loss_by_hand():
 
 def test_unknown_network_is_rejected():
     env, params = jaxmcg.make("escape_room")
-    with pytest.raises(ValueError, match="network='cnn'.*valid: mlp"):
+    with pytest.raises(ValueError, match="network=.cnn.*valid: auto, mlp, conv"):
         ac.init(jax.random.PRNGKey(0), env, params, ac.Config(network="cnn"))
 
 

@@ -31,7 +31,12 @@ def no_compile():
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--algo", "nope", "--env", "escape_room"], "valid: ac, lio, pg, pg_c, pg_d"),
+    (["--algo", "nope", "--env", "escape_room"], "valid: ac, ac_c, ac_d, cen, ia, lio, pg, pg_c, pg_d"),
+    (["--algo", "lio", "--env", "cleanup-7x7", "--env-param", "num_agents=3"], "2 spawn points"),
+    (["--algo", "lio", "--env", "cleanup-7x7", "--env-param", "apple_respawn_prob=1.5"],
+     "apple_respawn_prob=1.5 is invalid: must be in [0, 1]"),
+    (["--algo", "lio", "--env", "cleanup-10x10", "--env-param", "threshold_restoration=0.5"],
+     "need 0 <= threshold_restoration < threshold_depletion"),
     (["--algo", "lio", "--env", "nope"], "valid: "),
     (["--algo", "lio", "--env", "escape_room", "--env-param", "min_lever_pullers=2"], "ER(2, 2)"),
     (["--algo", "lio", "--env", "escape_room", "--n_envs", "0"], "n_envs=0"),
@@ -104,3 +109,17 @@ def test_outputs_and_resume_equals_uninterrupted(tmp_path):
     assert s1 == s2 == 4
     for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_cleanup_family_defaults():
+    """`--algo lio --env cleanup-7x7` gets the thesis' Cleanup LIO (AC inner step, conv nets), and a
+    preset or flag still overrides it."""
+    resolved = run.resolve(run.build_parser().parse_args(["--algo", "lio", "--env", "cleanup-7x7"]))
+    cfg = resolved["algo_config"]
+    assert (cfg["learner"], cfg["network"], cfg["hidden"]) == ("ac", "conv", [64, 64])
+    assert cfg["separate_cost_optimizer"] is False and cfg["cost_coef"] == 1e-4
+    resolved = run.resolve(run.build_parser().parse_args(
+        ["--preset", "lio-cleanup-10x10", "--algo-param", "lr=0.5"]))
+    assert resolved["algo_config"]["lr"] == 0.5 and resolved["algo_config"]["eps_div"] == 1000.0
+    assert run.resolve(run.build_parser().parse_args(
+        ["--algo", "lio", "--env", "escape_room"]))["algo_config"]["learner"] == "pg"
