@@ -33,3 +33,16 @@ def assert_grad_matches_fd(f, params, key, h=1e-6, rtol=1e-4, grad=None, n_direc
         e = jnp.zeros_like(flat).at[i].set(1.0)
         fd = float(fx(flat + h * e) - fx(flat - h * e)) / (2 * h)
         assert abs(fd - g[i]) <= rtol * abs(g[i]), (i, fd, g[i])
+
+
+def assert_ac_losses_match_fd(state, batch):
+    """Actor loss (with a random constant TD error) and critic objective of `jaxmcg.algos.ac` on a
+    float64 `state` and `batch`, against central differences."""
+    from jaxmcg.algos import ac
+
+    delta = jax.random.normal(jax.random.PRNGKey(2), batch.reward.shape, jnp.float64)
+    eps = jnp.asarray(0.2, jnp.float64)
+    assert_grad_matches_fd(lambda p: ac.actor_loss(p, state, batch, delta, eps), state.params,
+                           jax.random.PRNGKey(3))
+    assert_grad_matches_fd(lambda p: ac.critic_objective(p, state, batch)[0], state.critic_params,
+                           jax.random.PRNGKey(4))
