@@ -50,6 +50,14 @@ def critic_loss(values_, targets, valid) -> jax.Array:
     return jnp.sum(sq, axis=(0, 1)) / jnp.maximum(jnp.sum(w, axis=(0, 1)), 1.0)
 
 
+def objective(module, params, target_params, batch, rewards, gamma: float, not_done=1.0):
+    """Sum over agents of the critic losses of `batch` against the target net, with `rewards`
+    `[T, E, N]` (extrinsic, or total with incentives); aux: V(o) of `params`, `[T, E, N]`."""
+    targets = td_targets(rewards, values(module, target_params, batch.next_obs), gamma, not_done)
+    v = values(module, params, batch.obs)
+    return jnp.sum(critic_loss(v, targets, batch.valid)), v
+
+
 def soft_update(target, online, tau: float):
     """Polyak averaging of every leaf: tau * online + (1 - tau) * target (thesis L1787: tau = 0.01)."""
     return jax.tree_util.tree_map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)

@@ -102,11 +102,8 @@ def _not_done(state: State, batch):
 
 def critic_objective(critic_params, state: State, batch):
     """Sum over agents of the critic losses; aux: V(o) of the main critic, `[T, E, N]`."""
-    c = state.config
-    v_target_next = C.values(state.critic, state.target_params, batch.next_obs)
-    targets = C.td_targets(batch.reward, v_target_next, c.gamma, _not_done(state, batch))
-    v = C.values(state.critic, critic_params, batch.obs)
-    return jnp.sum(C.critic_loss(v, targets, batch.valid)), v
+    return C.objective(state.critic, critic_params, state.target_params, batch, batch.reward,
+                       state.config.gamma, _not_done(state, batch))
 
 
 def actor_loss(params, state: State, batch, advantages, eps) -> jax.Array:

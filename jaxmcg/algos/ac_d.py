@@ -36,7 +36,7 @@ from jaxmcg import critic as C
 from jaxmcg import distributions as D
 from jaxmcg.algos import ac, pg_d
 from jaxmcg.algos.pg_d import give_metrics, num_flat_actions, total_rewards
-from jaxmcg.networks import init_per_agent, network
+from jaxmcg.networks import init_per_agent, network, resolve_network
 from jaxmcg.policy import num_actions, obs_example
 from jaxmcg.wrappers import ObserveGiven, wrap_observe_given
 
@@ -119,7 +119,7 @@ def resolve_config(config, env, env_params, sizes=("hidden", "critic_hidden")):
 
     Raises ValueError when an explicit network does not fit the observations."""
     image = has_image_obs(env, env_params)
-    kind = config.network if config.network != "auto" else ("conv" if image else "mlp")
+    kind = resolve_network(config.network, obs_example(env, env_params))
     if image != (kind == "conv"):
         shape = env.observation_space(env_params).shape
         raise ValueError(

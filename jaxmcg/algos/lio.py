@@ -211,10 +211,11 @@ def _td_error(state: State, critic_params, batch, rewards) -> jax.Array:
 def inner_advantages(state: State, eta, batch, critic_params=None) -> jax.Array:
     """What the recipients' step weighs log pi~ by: the return of the total reward ("pg", Eq 5.4) or
     its TD error under the critic of that step ("ac", Eq B.9); linear in the incentives."""
-    rewards = total_rewards(state, eta, batch)
     if state.config.learner == "ac":
         critic_params = state.prev_critic_params if critic_params is None else critic_params
-        return (rewards - batch.reward) + _td_error(state, critic_params, batch, batch.reward)
+        incentives = received(given_by(state, eta, batch.obs, batch.action.action))
+        return incentives + _td_error(state, critic_params, batch, batch.reward)
+    rewards = total_rewards(state, eta, batch)
     return discounted_returns(rewards, batch.valid[..., None], state.config.gamma)
 
 
@@ -395,13 +396,7 @@ def critic_step(state: State, batch) -> tuple[State, dict]:
     """learner="ac": Adam step of every critic on its total reward with the target net (Eq B.10)."""
     c = state.config
     rewards = total_rewards(state, state.eta, batch)
-
-    def loss(critic_params):
-        v_target_next = C.values(state.critic, state.target_params, batch.next_obs)
-        targets = C.td_targets(rewards, v_target_next, c.gamma)
-        v = C.values(state.critic, critic_params, batch.obs)
-        return jnp.sum(C.critic_loss(v, targets, batch.valid))
-
+    loss = lambda p: C.objective(state.critic, p, state.target_params, batch, rewards, c.gamma)[0]
     value, grads = jax.value_and_grad(loss)(state.critic_params)
     upd, opt_state = optax.adam(c.lr_critic).update(grads, state.critic_opt_state)
     return state.replace(critic_params=optax.apply_updates(state.critic_params, upd),
