@@ -11,8 +11,11 @@ register_env("matrix_game-v0", _MG)  # general; default payoffs = IPD, 5 rounds
 register_env("ipd-v0", _MG, payoff="ipd", max_steps_in_episode=5)  # thesis §5.3
 register_env("stag_hunt-v0", _MG, payoff="stag_hunt", max_steps_in_episode=5)  # dcl.md §3.6
 register_env("chicken-v0", _MG, payoff="chicken", max_steps_in_episode=5)  # textbook values
-# DCL's repeated games observe the constant dummy state [1, 0] (dcl.md §3.1, §3.3)
-register_env("conflict-v0", _MG, payoff="conflict", max_steps_in_episode=16, observation="dummy")
-register_env("pd_one_shot-v0", _MG, payoff="ipd", max_steps_in_episode=1, observation="dummy")
+# DCL's games (dcl.md §3.1–§3.4), named as its CLI names them (`--env pd`, `--env rpc`); the matrix
+# games observe the constant dummy state [1, 0]
+register_env("pd-v0", _MG, payoff="ipd", max_steps_in_episode=1, observation="dummy")
+register_env("rpc-v0", _MG, payoff="conflict", max_steps_in_episode=16, observation="dummy")
+register_env("grid_game-v0", "envs.grid_game:GridGame")
+register_env("public_goods-v0", "envs.public_goods:PublicGoods")
 register_env("cleanup-7x7-v0", "envs.cleanup:Cleanup", map_name="7x7")  # thesis §5.4
 register_env("cleanup-10x10-v0", "envs.cleanup:Cleanup", map_name="10x10")

@@ -26,8 +26,8 @@ REGISTERED = [
     ("stag_hunt-v0", [(5, 5), (0, 2), (2, 0), (1, 1)], 5, 5),
     ("chicken-v0", [(0, 0), (-1, 1), (1, -1), (-10, -10)], 5, 5),
     # dcl.md §3.3 (T = 16, dummy state) and §3.1 (T = 1, dummy state)
-    ("conflict-v0", [(0, 0), (-1, 2), (2, -1), (0, 0)], 16, 2),
-    ("pd_one_shot-v0", [(-1, -1), (-3, 0), (0, -3), (-2, -2)], 1, 2),
+    ("rpc-v0", [(0, 0), (-1, 2), (2, -1), (0, 0)], 16, 2),
+    ("pd-v0", [(-1, -1), (-3, 0), (0, -3), (-2, -2)], 1, 2),
 ]
 
 
@@ -73,8 +73,8 @@ def test_horizon_truncation_and_reset():
     assert int(state.time) == 0
 
 
-def test_conflict_dummy_observation_is_constant():
-    env, params = jaxmcg.make("conflict-v0")
+def test_rpc_dummy_observation_is_constant():
+    env, params = jaxmcg.make("rpc-v0")
     obs, state = env.reset(KEY, params)
     for _ in range(3):
         np.testing.assert_array_equal(obs, [[1, 0], [1, 0]])
