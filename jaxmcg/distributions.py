@@ -39,3 +39,34 @@ def epsilon(state) -> jax.Array:
     """The floor of an algorithm state with `iteration` and `config.eps_{start,end,div}`."""
     c = state.config
     return linear_epsilon(state.iteration, c.eps_start, c.eps_end, c.eps_div)
+
+
+LOG_EPS = 1e-8  # DCL takes log(p + 1e-8) of probabilities everywhere (dcl.md §2.1)
+
+
+def straight_through_gumbel(key: jax.Array, probs: jax.Array, tau) -> jax.Array:
+    """Hard straight-through Gumbel-softmax sample from probabilities `probs[..., K]`.
+
+    Forward: the one-hot of argmax(log(p + 1e-8) + g), an exact categorical sample (so `tau` does not
+    change it); backward: the Jacobian of softmax((log(p + 1e-8) + g) / tau), as torch's
+    `gumbel_softmax(hard=True)` that DCL's code uses (dcl.md §2.4).
+    """
+    g = jax.random.gumbel(key, probs.shape, probs.dtype)
+    soft = jax.nn.softmax((jnp.log(probs + LOG_EPS) + g) / tau, axis=-1)
+    hard = jax.nn.one_hot(jnp.argmax(soft, axis=-1), probs.shape[-1], dtype=probs.dtype)
+    return hard + (soft - jax.lax.stop_gradient(soft))  # exactly one-hot forward
+
+
+def selected_log_prob(probs: jax.Array, onehot: jax.Array) -> jax.Array:
+    """log(p[k] + 1e-8) for the class k that `onehot` selects; the gradient reaches `probs` only,
+    never the (straight-through) sample, as the authors index by its argmax (dcl.md §2.5)."""
+    return jnp.sum(jax.lax.stop_gradient(onehot) * jnp.log(probs + LOG_EPS), axis=-1)
+
+
+def mean_entropy(probs: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """-mean(p log(p + 1e-8)) over rows *and* classes (DCL's normalisation, dcl.md D22); rows are
+    weighted by `weights[...]` when given."""
+    h = -jnp.mean(probs * jnp.log(probs + LOG_EPS), axis=-1)
+    if weights is None:
+        return jnp.mean(h)
+    return jnp.sum(h * weights) / jnp.maximum(jnp.sum(weights), 1.0)

@@ -71,6 +71,10 @@ class Environment:
         obs = jax.tree_util.tree_map(lambda r, o: jnp.where(done, r, o), obs_reset, obs)
         return obs, next_state, reward.astype(jnp.float32), terminated, truncated, info
 
+    def horizon(self, params: EnvParams) -> int:
+        """Steps (decisions) per episode when nothing terminates it: the rollout length."""
+        return int(params.max_steps_in_episode)
+
     def reset_env(self, key: jax.Array, params: EnvParams):
         """Raw reset: `(obs, state)`."""
         raise NotImplementedError

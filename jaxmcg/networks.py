@@ -37,6 +37,32 @@ class MLP(nn.Module):
         return nn.Dense(self.out, use_bias=self.use_output_bias)(x)
 
 
+def torch_uniform(fan_in: int):
+    """PyTorch's `nn.Linear` default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weights and biases."""
+    bound = 1.0 / float(fan_in) ** 0.5
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class TorchMLP(nn.Module):
+    """ReLU MLP with PyTorch's default initialisation, for papers whose numbers depend on it
+    (DCL, dcl.md §2.1: flax's lecun-normal weights and zero biases train differently)."""
+
+    hidden: Sequence[int]
+    out: int
+    obs_ndim = 1
+
+    @nn.compact
+    def __call__(self, x, extra=None):
+        if extra is not None:
+            x = jnp.concatenate([x, extra], axis=-1)
+        for k, width in enumerate((*self.hidden, self.out)):
+            init = torch_uniform(x.shape[-1])
+            x = nn.Dense(width, kernel_init=init, bias_init=init)(x)
+            if k < len(self.hidden):
+                x = nn.relu(x)
+        return x
+
+
 class ConvNet(nn.Module):
     """The thesis' image torso (§2.10, A22): conv 6 filters 3x3 stride 1 SAME + ReLU, flatten, then a
     ReLU MLP (`hidden`, 64-64 in Cleanup) and a linear head. `extra` joins after the first dense

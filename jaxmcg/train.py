@@ -85,7 +85,7 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
     train_config.validate()
     if hasattr(algo, "wrap_env"):
         env = algo.wrap_env(env, config)
-    num_steps = train_config.num_steps or int(env_params.max_steps_in_episode)
+    num_steps = train_config.num_steps or env.horizon(env_params)
     phases = phases_of(algo, config)
     num_actions = getattr(env.action_space(env_params), "n", None)
     # algorithms that carry a batch between updates (LIO, MetaGrad) size it at init
