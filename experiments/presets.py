@@ -124,6 +124,7 @@ for _map, _rows in _CLEANUP_TABLE.items():
 # Cleanup: provisional, from 200-iteration runs at 64 parallel episodes (Table B.5's 1e-3 and 1e-4 did
 # not move in that budget; 5e-2 did: Cen 1.5 -> 14, AC 1.4 -> 3.1); not yet calibrated over seeds.
 # LIO's policy lr is lower: on ER, fast policies lock in before the incentives are learned.
+FAMILY_TRAIN: dict[tuple[str, str], dict] = {}
 FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
     ("lio", "cleanup"): {**_LIO_CLEANUP, "lr": 1e-2, "eps_div": 100.0, "outer_logprob_mixed": True},
     **{(a, "cleanup"): {**_CLEANUP_BASE[a], "lr": 5e-2, "eps_div": 100.0}
@@ -137,10 +138,55 @@ for _map in _CLEANUP_TABLE:  # many parallel episodes, with the family defaults 
             train={"n_envs": 256, "iterations": 2000, "log_every": 50, "eval_envs": 256},
         )
 
+# --- Commitment games (dcl.md §2.10 Tables 5-7, D9, D12) ---
+# Batch sizes count decisions: PD 128 one-decision episodes; Grid 512 = 32 episodes x 16 steps;
+# RPC 512 = 64 episodes x 8 two-step decisions (baselines act per step: 64 x 16, §3.3); PGG 256.
+_DCL_GRID = {"hidden": 32, "entropy_start": 2.0, "entropy_min": 0.001, "temperature": 1.0,
+             "temperature_decay": 0.0, "num_updates": 30}  # Tables 6-7
+_DCL = {"pd": {}, "grid_game": _DCL_GRID, "rpc": {**_DCL_GRID, "mega_step": 2},
+        "public_goods": {"hidden": 32, "ic_weight": 1.0}}  # D12: DCL-IC, PD schedule, hidden 32
+_IPPO = {"pd": {}, "grid_game": {"hidden": (32, 32), "num_epochs": 30},
+         "rpc": {"hidden": (32, 32), "num_epochs": 30}}
+_GAME_ENVS = {"pd": 128, "grid_game": 32, "rpc": 64, "public_goods": 256}
+for _game, _envs in _GAME_ENVS.items():
+    FAMILY_DEFAULTS[("dcl", _game)] = _DCL[_game]
+    FAMILY_TRAIN[("dcl", _game)] = {"n_envs": _envs, "iterations": 10_000, "log_every": 50,
+                                    "eval_envs": _envs}
+for _game, _algo_params in _IPPO.items():
+    FAMILY_DEFAULTS[("ippo", _game)] = _algo_params
+    FAMILY_TRAIN[("ippo", _game)] = {"n_envs": 64 if _game == "rpc" else _GAME_ENVS[_game],
+                                     "iterations": 10_000, "log_every": 50, "eval_envs": 128}
+# The reference code's choices where it differs from the paper (dcl.md §6): critic lr 7e-4 (D6),
+# entropy floor 0.1 (D7), gamma r1 + r2 mega rewards (D8), agents updated one after the other (D10).
+_CODE_COMPAT = {"lr_critic": 7e-4, "entropy_min": 0.1, "legacy_mega_reward": True,
+                "sequential_agent_updates": True}
+_GAME_NAMES = {"pd": "pd", "grid_game": "grid", "rpc": "rpc"}
+for _game, _name in _GAME_NAMES.items():
+    for _variant, _extra in (("dcl", {}), ("dcl_ic", {"ic_weight": 1.0}),
+                             ("dcl_dec", {"decentralized": True}),
+                             ("dcl_dec_ic", {"decentralized": True, "ic_weight": 1.0})):
+        _params = {**_DCL[_game], **_extra}
+        PRESETS[f"{_variant}-{_name}"] = dict(algo="dcl", env=_game, algo_params=_params,
+                                              train=FAMILY_TRAIN[("dcl", _game)])
+        PRESETS[f"{_variant}-{_name}-code"] = dict(
+            algo="dcl", env=_game, algo_params={**_params, **_CODE_COMPAT},
+            train=FAMILY_TRAIN[("dcl", _game)])
+    PRESETS[f"ippo-{_name}"] = dict(algo="ippo", env=_game, algo_params=_IPPO[_game],
+                                    train=FAMILY_TRAIN[("ippo", _game)])
+for _n in (2, 3, 5, 10):  # Table 8: DCL-IC, 5 seeds
+    PRESETS[f"dcl_ic-pgg-{_n}"] = dict(algo="dcl", env="public_goods", env_params={"n_agents": _n},
+                                       algo_params=_DCL["public_goods"],
+                                       train=FAMILY_TRAIN[("dcl", "public_goods")])
+
 
 def family_defaults(algo: str, env_id: str) -> dict:
     """`FAMILY_DEFAULTS` of `algo` on the family of `env_id` (the id up to its first '-')."""
     return dict(FAMILY_DEFAULTS.get((algo, env_id.split("-")[0]), {}))
+
+
+def family_train(algo: str, env_id: str) -> dict:
+    """Training budget of `algo` on the family of `env_id` when no preset is given."""
+    return dict(FAMILY_TRAIN.get((algo, env_id.split("-")[0]), {}))
 
 
 # Defaults when no preset is given: tuned for many parallel episodes.

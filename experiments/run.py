@@ -20,7 +20,7 @@ import time
 
 import jaxmcg
 import jaxmcg.registry
-from experiments.presets import DEFAULT_TRAIN, PRESETS, family_defaults, get_preset
+from experiments.presets import DEFAULT_TRAIN, PRESETS, family_defaults, family_train, get_preset
 
 
 class UsageError(ValueError):
@@ -122,7 +122,7 @@ def resolve(args) -> dict:
         else:
             config.validate()
 
-    train = {**DEFAULT_TRAIN, **preset.get("train", {})}
+    train = {**DEFAULT_TRAIN, **family_train(algo_name, env_id), **preset.get("train", {})}
     for k in ("n_envs", "iterations", "log_every", "eval_envs"):
         if getattr(args, k) is not None:
             train[k] = getattr(args, k)
