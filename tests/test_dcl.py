@@ -325,3 +325,61 @@ def test_trained_dcl_agent_rejects_a_malicious_always_defect_co_player(pd_run):
         psi[:, 3] * -2 + (1 - psi[:, 3]) * fallback)
     # 3,000 iterations: most seeds have converged (slow test: 10,000 iterations, -2 +- 0.05)
     assert np.median(value) >= -2.05 and value.min() > -2.5, (value, psi[:, 1])
+
+
+# --- decentralized DCL and update order (dcl.md §2.8, D10, D11) --------------------------------
+
+def _pd_batch(env, params, state, key, n_envs=16):
+    from jaxmcg.rollout import episode_rollout
+    game = dcl.wrap_env(env, state.config)
+    act = lambda obs, k: dcl.act(state, obs, k)  # noqa: E731
+    return episode_rollout(game, params, act, key, n_envs, game.horizon(params))
+
+
+def test_decentralized_agents_play_their_own_networks_and_update_their_own_models():
+    env, params = jaxmcg.make("pd")
+    state = dcl.init(KEY, env, params, dcl.Config(decentralized=True))
+    leaf = jax.tree_util.tree_leaves(state.params["proposal"])[0]
+    assert leaf.shape[:2] == (2, 2)  # [model of agent i, network of agent j]
+    played = dcl.policies(state)
+    for i in range(2):  # agent i plays its own networks in its own model
+        np.testing.assert_array_equal(jax.tree_util.tree_leaves(played["proposal"])[0][i], leaf[i, i])
+    assert not np.allclose(leaf[0, 1], leaf[1, 1])  # estimates start independent of the truth
+    batch = _pd_batch(env, params, state, jax.random.PRNGKey(1))
+    new, metrics = dcl.update(state, batch)
+    # model i is trained by the centralized update, on the shared batch, with model i's own key
+    central = state.replace(config=dcl.Config(decentralized=False))
+    data = dcl.batch_data(central, batch)
+    keys = jax.random.split(jax.random.split(state.key)[1], 2)
+    for i in range(2):
+        model = jax.tree_util.tree_map(lambda x: x[i], state.params)
+        opt = jax.tree_util.tree_map(lambda x: x[i], state.opt_state)
+        expected, *_ = dcl.world_update(central, model, opt, state.temperature[i], data,
+                                        state.entropy_coef, keys[i])
+        got = jax.tree_util.tree_map(lambda x: x[i], new.params)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(metrics["dcl/critic_loss"])))
+
+
+def test_sequential_updates_let_the_second_agent_see_the_first_agents_new_networks():
+    env, params = jaxmcg.make("pd")
+    # large steps, so that agent 0's update visibly changes agent 1's Adam step
+    seq = dcl.init(KEY, env, params, dcl.Config(sequential_agent_updates=True, lr=0.3,
+                                                 lr_critic=0.3))
+    batch = _pd_batch(env, params, seq, jax.random.PRNGKey(4))
+    data = dcl.batch_data(seq, batch)
+    key = jax.random.PRNGKey(9)
+    world, opt, tau = seq.params, seq.opt_state, seq.temperature
+    got = dcl.world_update(seq, world, opt, tau, data, 1.0, key)[0]
+    at = lambda tree, i: jax.tree_util.tree_map(lambda x: x[i], tree)  # noqa: E731
+    k0, k1 = (jax.random.split(k, 1)[0] for k in jax.random.split(key, 2))  # agent-major keys
+    own0 = dcl.agent_round(seq, 0, at(world, 0), at(opt, 0), tau[0], world, data, 1.0, k0)[0]
+    world_after_0 = jax.tree_util.tree_map(lambda w, o: w.at[0].set(o), world, own0)
+    for against, same in ((world_after_0, True), (world, False)):
+        own1 = dcl.agent_round(seq, 1, at(world, 1), at(opt, 1), tau[1], against, data, 1.0,
+                               k1)[0]
+        match = all(np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(
+            jax.tree_util.tree_leaves(at(got, 1)["proposal"]),
+            jax.tree_util.tree_leaves(own1["proposal"])))
+        assert match == same
