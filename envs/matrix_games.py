@@ -103,7 +103,7 @@ class MatrixGame(Environment):
     @property
     def default_params(self) -> EnvParams:
         return EnvParams(
-            payoff=jnp.asarray(self._payoff), max_steps_in_episode=self._max_steps
+            payoff=self._payoff, max_steps_in_episode=self._max_steps  # numpy: no compile at make()
         )
 
     def validate_params(self, params: EnvParams) -> None:

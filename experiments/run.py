@@ -105,7 +105,7 @@ def resolve(args) -> dict:
         if k not in env_defaults:
             raise UsageError(f"unknown --env-param {k!r} for {env_id}; valid: {', '.join(env_defaults)}")
         env_params[k] = _parse_value(k, v, env_defaults[k])
-    env, _ = jaxmcg.make(env_id, **env_params)  # validates the values
+    env, made_params = jaxmcg.make(env_id, **env_params)  # validates the values
 
     fields = {f.name: f.default for f in dataclasses.fields(algo.Config)}
     algo_params = family_defaults(algo_name, env_id)
@@ -121,6 +121,9 @@ def resolve(args) -> dict:
             config.validate(num_agents=env.num_agents)
         else:
             config.validate()
+
+    if hasattr(algo, "check_env"):  # algorithm-specific limits (DCL: discrete, flat, K | T)
+        algo.check_env(env, made_params, config)
 
     train = {**DEFAULT_TRAIN, **family_train(algo_name, env_id), **preset.get("train", {})}
     for k in ("n_envs", "iterations", "log_every", "eval_envs"):

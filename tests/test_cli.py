@@ -31,7 +31,13 @@ def no_compile():
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--algo", "nope", "--env", "escape_room"], "valid: ac, ac_c, ac_d, cen, ia, lio, pg, pg_c, pg_d"),
+    (["--algo", "nope", "--env", "escape_room"], "valid: ac, ac_c, ac_d, cen, dcl, ia, ippo, lio"),
+    (["--algo", "dcl", "--env", "rpc", "--algo-param", "mega_step=3"],
+     "mega_step=3 does not divide the horizon max_steps_in_episode=16; valid mega_step values"),
+    (["--algo", "dcl", "--env", "cleanup-7x7"], "DCL's MLPs need flat observations"),
+    (["--algo", "dcl", "--env", "public_goods", "--env-param", "n_agents=1"], "n_agents=1"),
+    (["--algo", "dcl", "--env", "pd", "--algo-param", "action_pg_mask=x"],
+     "action_pg_mask='x' is invalid; valid: agreement, no_agreement, all"),
     (["--algo", "lio", "--env", "cleanup-7x7", "--env-param", "num_agents=3"], "2 spawn points"),
     (["--algo", "lio", "--env", "cleanup-7x7", "--env-param", "apple_respawn_prob=1.5"],
      "apple_respawn_prob=1.5 is invalid: must be in [0, 1]"),
@@ -123,3 +129,27 @@ def test_cleanup_family_defaults():
     assert resolved["algo_config"]["lr"] == 0.5 and resolved["algo_config"]["eps_div"] == 1000.0
     assert run.resolve(run.build_parser().parse_args(
         ["--algo", "lio", "--env", "escape_room"]))["algo_config"]["learner"] == "pg"
+
+
+def test_commitment_game_family_defaults():
+    """`--algo dcl --env grid_game|rpc|public_goods` get Tables 6-7 / D12 and their batch sizes."""
+    parse = lambda argv: run.resolve(run.build_parser().parse_args(argv))  # noqa: E731
+    grid = parse(["--algo", "dcl", "--env", "grid_game"])
+    assert (grid["algo_config"]["hidden"], grid["algo_config"]["num_updates"]) == (32, 30)
+    assert (grid["train"]["n_envs"], grid["train"]["iterations"]) == (32, 10_000)  # 512 decisions
+    rpc = parse(["--algo", "dcl", "--env", "rpc", "--algo-param", "ic_weight=1"])
+    assert rpc["algo_config"]["mega_step"] == 2 and rpc["algo_config"]["ic_weight"] == 1.0
+    assert rpc["train"]["n_envs"] == 64  # 64 episodes x 8 decisions
+    pgg = parse(["--algo", "dcl", "--env", "public_goods", "--env-param", "n_agents=10"])
+    assert pgg["env_params"] == {"n_agents": 10} and pgg["algo_config"]["ic_weight"] == 1.0
+    assert parse(["--algo", "dcl", "--env", "pd"])["train"]["n_envs"] == 128
+
+
+def test_dcl_runs_on_another_discrete_game_through_the_commitment_wrapper(tmp_path):
+    out = tmp_path / "r"
+    assert run.main(["--algo", "dcl", "--env", "stag_hunt", "--n_envs", "8", "--iterations", "4",
+                     "--log-every", "2", "--eval-envs", "8", "--quiet", "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in open(out / "metrics.jsonl")]
+    assert [x["iteration"] for x in lines] == [2, 4]
+    assert 0.0 <= lines[-1]["dcl/agreement"] <= 1.0
+    assert np.shape(lines[-1]["dcl/commit_probs"]) == (2, 4)

@@ -117,12 +117,21 @@ def _optimisers(config: Config) -> dict:
             for name in NETS}
 
 
-def init(key, env, env_params, config: Config) -> State:
+def check_env(env, env_params, config: Config):
+    """Raise ValueError unless DCL can play `env` (before anything is compiled); returns the
+    commitment game."""
     config.validate(num_agents=env.num_agents)
-    env = wrap_env(env, config)
-    shape = env.observation_space(env_params).shape
+    game = wrap_env(env, config)
+    game.validate_params(env_params)
+    shape = game.observation_space(env_params).shape
     if len(shape) != 1:
-        raise ValueError(f"DCL's MLPs need flat observations, got shape {shape}")
+        raise ValueError(f"DCL's MLPs need flat observations; {env.name} has shape {shape}")
+    return game
+
+
+def init(key, env, env_params, config: Config) -> State:
+    env = check_env(env, env_params, config)
+    shape = env.observation_space(env_params).shape
     n, m, s = env.num_agents, env.num_actions, shape[0]
     hidden = (config.hidden, config.hidden)
     nets = {"proposal": TorchMLP(hidden, m), "commit": TorchMLP(hidden, 2),
