@@ -3,7 +3,9 @@ against a hand-written two-agent evaluation (values and gradients), Proposition 
 fast learning on the one-shot Prisoner's Dilemma with the malicious co-player check of §3.5."""
 import itertools
 
+import flax.linen
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -383,3 +385,56 @@ def test_sequential_updates_let_the_second_agent_see_the_first_agents_new_networ
             jax.tree_util.tree_leaves(at(got, 1)["proposal"]),
             jax.tree_util.tree_leaves(own1["proposal"])))
         assert match == same
+
+
+# --- the score-function ablation is unbiased (dcl.md §2.12, test 6 of §7.5) ---------------------
+
+class PayoffCritic(flax.linen.Module):
+    """Q^j(s, x) = the PD payoff of j's own action (first one-hot) against the other's."""
+
+    payoff: tuple
+    obs_ndim = 1
+
+    @flax.linen.compact
+    def __call__(self, x, extra=None):
+        p = jnp.asarray(self.payoff)  # [own, other]
+        own, other = x[..., 2:4], x[..., 4:6]
+        return jnp.einsum("...a,ab,...b->...", own, p, other)[..., None]
+
+
+def test_proposal_score_function_estimator_matches_the_exact_gradient_of_eq_10():
+    env, params = jaxmcg.make("pd")
+    state = dcl.init(KEY, env, params, dcl.Config(pathwise_terms=False))
+    payoff = np.asarray(params.payoff)[:, :, 0]  # symmetric game: own row, other's column
+    critic = PayoffCritic(tuple(map(tuple, payoff.tolist())))
+    state = state.replace(nets={**state.nets, "critic": critic},
+                          params={**state.params, "critic": {}})
+    world = state.params
+    own = {k: jax.tree_util.tree_map(lambda x: x[0], v) for k, v in world.items()}
+    s = jnp.array([1.0, 0.0])
+    b = 4096
+    data = {"s": jnp.broadcast_to(s, (b, 2, 2)), "w": jnp.ones(b)}
+
+    def value(p):  # V^0 of Eq. 10 by enumeration, as a function of agent 0's proposal network
+        w = {**world, "proposal": jax.tree_util.tree_map(lambda x, y: x.at[0].set(y),
+                                                         world["proposal"], p)}
+        probs = lambda name, x: dcl._probs(state, w, name, x)  # noqa: E731
+        phi = probs("proposal", jnp.stack([s, s]))  # [agent, M]
+        pi = probs("action", jnp.stack([s, s]))
+        fallback = pi[0] @ payoff @ pi[1]  # E_a Q^0(s, a)
+        v = 0.0
+        for m0, m1 in itertools.product(range(2), repeat=2):
+            onehot = jax.nn.one_hot(jnp.array([m0, m1]), 2)
+            commit = probs("commit", dcl.joint_input(state.order, jnp.stack([s, s]), onehot))[:, 1]
+            agree = commit[0] * commit[1]
+            v += phi[0, m0] * phi[1, m1] * (agree * payoff[m0, m1] + (1 - agree) * fallback)
+        return v
+
+    exact = jax.flatten_util.ravel_pytree(jax.grad(value)(own["proposal"]))[0]
+    estimate = jax.vmap(lambda k: jax.flatten_util.ravel_pytree(jax.grad(
+        lambda p: -dcl.proposal_loss(state, p, 0, own, world, data, 0.0, 1.0, k)[0])(
+            own["proposal"]))[0])(jax.random.split(KEY, 24))
+    mean, se = estimate.mean(0), estimate.std(0) / np.sqrt(estimate.shape[0])
+    big = np.abs(exact) > 1e-3
+    assert big.sum() >= 5
+    np.testing.assert_array_less(np.abs(mean - exact)[big], 4 * se[big] + 1e-4)
