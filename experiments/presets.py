@@ -147,15 +147,18 @@ _DCL = {"pd": {}, "grid_game": _DCL_GRID, "rpc": {**_DCL_GRID, "mega_step": 2},
         "public_goods": {"hidden": 32, "ic_weight": 1.0}}  # D12: DCL-IC, PD schedule, hidden 32
 _IPPO = {"pd": {}, "grid_game": {"hidden": (32, 32), "num_epochs": 30},
          "rpc": {"hidden": (32, 32), "num_epochs": 30}}
+_MEDIATED_GRID = {"hidden": 32, "entropy_start": 2.0, "entropy_min": 0.001, "num_updates": 30}
+_MEDIATED = {"pd": {}, "grid_game": _MEDIATED_GRID, "rpc": _MEDIATED_GRID}  # Tables 5-7
 _GAME_ENVS = {"pd": 128, "grid_game": 32, "rpc": 64, "public_goods": 256}
 for _game, _envs in _GAME_ENVS.items():
     FAMILY_DEFAULTS[("dcl", _game)] = _DCL[_game]
     FAMILY_TRAIN[("dcl", _game)] = {"n_envs": _envs, "iterations": 10_000, "log_every": 50,
                                     "eval_envs": _envs}
-for _game, _algo_params in _IPPO.items():
-    FAMILY_DEFAULTS[("ippo", _game)] = _algo_params
-    FAMILY_TRAIN[("ippo", _game)] = {"n_envs": 64 if _game == "rpc" else _GAME_ENVS[_game],
-                                     "iterations": 10_000, "log_every": 50, "eval_envs": 128}
+for _algo, _table in (("ippo", _IPPO), ("mediated", _MEDIATED)):  # per-step baselines
+    for _game, _algo_params in _table.items():
+        FAMILY_DEFAULTS[(_algo, _game)] = _algo_params
+        FAMILY_TRAIN[(_algo, _game)] = {"n_envs": 64 if _game == "rpc" else _GAME_ENVS[_game],
+                                        "iterations": 10_000, "log_every": 50, "eval_envs": 128}
 # The reference code's choices where it differs from the paper (dcl.md §6): critic lr 7e-4 (D6),
 # entropy floor 0.1 (D7), gamma r1 + r2 mega rewards (D8), agents updated one after the other (D10).
 _CODE_COMPAT = {"lr_critic": 7e-4, "entropy_min": 0.1, "legacy_mega_reward": True,
@@ -173,6 +176,10 @@ for _game, _name in _GAME_NAMES.items():
             train=FAMILY_TRAIN[("dcl", _game)])
     PRESETS[f"ippo-{_name}"] = dict(algo="ippo", env=_game, algo_params=_IPPO[_game],
                                     train=FAMILY_TRAIN[("ippo", _game)])
+    for _variant, _extra in (("mediated", {}), ("mediated_c", {"constrained": True})):
+        PRESETS[f"{_variant}-{_name}"] = dict(algo="mediated", env=_game,
+                                              algo_params={**_MEDIATED[_game], **_extra},
+                                              train=FAMILY_TRAIN[("mediated", _game)])
 for _n in (2, 3, 5, 10):  # Table 8: DCL-IC, 5 seeds
     PRESETS[f"dcl_ic-pgg-{_n}"] = dict(algo="dcl", env="public_goods", env_params={"n_agents": _n},
                                        algo_params=_DCL["public_goods"],

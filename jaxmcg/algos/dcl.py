@@ -316,17 +316,18 @@ def agent_round(state, i, own, opt, tau, world, data, beta, key):
     agents' networks in `world`; returns `(own, opt, tau, metrics)`."""
     tx = _optimisers(state.config)
     keys = jax.random.split(key, 2)
-    grads_of = lambda f, name: jax.grad(f)(own[name])  # noqa: E731
     own, opt = dict(own), dict(opt)
-    q_loss, g = jax.value_and_grad(lambda p: critic_loss(state, p, i, data))(own["critic"])
-    own["critic"], opt["critic"] = _step(tx["critic"], own["critic"], opt["critic"], g)
-    g = grads_of(lambda p: action_loss(state, p, i, own, data, beta), "action")
-    own["action"], opt["action"] = _step(tx["action"], own["action"], opt["action"], g)
-    g = grads_of(lambda p: commit_loss(state, p, i, own, data, beta, tau, keys[0]), "commit")
-    own["commit"], opt["commit"] = _step(tx["commit"], own["commit"], opt["commit"], g)
-    g, rate = jax.grad(lambda p: proposal_loss(state, p, i, own, world, data, beta, tau, keys[1]),
-                       has_aux=True)(own["proposal"])
-    own["proposal"], opt["proposal"] = _step(tx["proposal"], own["proposal"], opt["proposal"], g)
+
+    def descend(name, loss_fn):  # one clipped Adam step of network `name` on (loss, aux)
+        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(own[name])
+        own[name], opt[name] = _step(tx[name], own[name], opt[name], grads)
+        return aux
+
+    q_loss = descend("critic", lambda p: (critic_loss(state, p, i, data),) * 2)
+    descend("action", lambda p: (action_loss(state, p, i, own, data, beta), None))
+    descend("commit", lambda p: (commit_loss(state, p, i, own, data, beta, tau, keys[0]), None))
+    rate = descend("proposal", lambda p: proposal_loss(state, p, i, own, world, data, beta, tau,
+                                                       keys[1]))
     c = state.config
     tau = jnp.maximum(c.temperature_min, tau - c.temperature_decay)
     return own, opt, tau, {"critic_loss": q_loss, "ic_violation": rate}
