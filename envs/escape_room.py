@@ -55,14 +55,13 @@ class EscapeRoom(Environment):
         return EnvParams()
 
     def validate_params(self, params: EnvParams) -> None:
+        super().validate_params(params)
         m = int(params.min_lever_pullers)
         if not 1 <= m < self.num_agents:
             raise ValueError(
                 f"ER({self.num_agents}, {m}) is invalid: min_lever_pullers must satisfy "
                 f"1 <= M < N, i.e. one of {list(range(1, self.num_agents))}"
             )
-        if int(params.max_steps_in_episode) < 1:
-            raise ValueError(f"max_steps_in_episode={params.max_steps_in_episode} must be >= 1")
 
     def reset_env(self, key, params):
         state = EnvState(

@@ -68,10 +68,6 @@ class EscapeRoomAsym(Environment):
     def default_params(self) -> EnvParams:
         return EnvParams()
 
-    def validate_params(self, params: EnvParams) -> None:
-        if int(params.max_steps_in_episode) < 1:
-            raise ValueError(f"max_steps_in_episode={params.max_steps_in_episode} must be >= 1")
-
     def reset_env(self, key, params):
         state = EnvState(
             position=jnp.full((2,), START, jnp.int32),

@@ -58,8 +58,7 @@ class GridGame(Environment):
         return EnvParams()
 
     def validate_params(self, params: EnvParams) -> None:
-        if int(params.max_steps_in_episode) < 1:
-            raise ValueError(f"max_steps_in_episode={params.max_steps_in_episode} must be >= 1")
+        super().validate_params(params)
         if not np.all(np.isfinite(np.asarray(params.conflict, np.float32))):
             raise ValueError(f"conflict={params.conflict!r} must be a finite number")
 

@@ -107,6 +107,7 @@ class MatrixGame(Environment):
         )
 
     def validate_params(self, params: EnvParams) -> None:
+        super().validate_params(params)
         shape = tuple(np.shape(params.payoff))
         expected = (self.num_actions, self.num_actions, 2)
         if shape != expected:
@@ -114,8 +115,6 @@ class MatrixGame(Environment):
                 f"payoff has shape {shape}; this game has {self.num_actions} actions, so it must "
                 f"be {expected} (pass a new `payoff` to make() to change the number of actions)"
             )
-        if int(params.max_steps_in_episode) < 1:
-            raise ValueError(f"max_steps_in_episode={params.max_steps_in_episode} must be >= 1")
 
     @property
     def _start(self) -> int:

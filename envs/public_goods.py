@@ -48,8 +48,7 @@ class PublicGoods(Environment):
         return EnvParams()
 
     def validate_params(self, params: EnvParams) -> None:
-        if int(params.max_steps_in_episode) < 1:
-            raise ValueError(f"max_steps_in_episode={params.max_steps_in_episode} must be >= 1")
+        super().validate_params(params)
         beta = np.asarray(params.benefit, np.float32)
         if not np.all(np.isfinite(beta) & (beta > 0)):
             raise ValueError(

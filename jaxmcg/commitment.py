@@ -117,10 +117,11 @@ class CommitmentGame(Environment):
                 reward = self.gamma * reward + r
             else:
                 reward = reward + self.gamma ** k * r
-            keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
-                lambda n, o_: jnp.where(ended, o_, n), new, old)
-            inner = s if k == 0 else keep(s, inner)
-            obs = o if k == 0 else keep(o, obs)
+            if k > 0:  # steps after the inner episode ended change nothing
+                inner, obs = jax.tree_util.tree_map(
+                    lambda new, old, ended=ended: jnp.where(ended, old, new), (s, o), (inner, obs))
+            else:
+                inner, obs = s, o
             ended = ended | terminated
             infos.append(info)
         info = infos[0] if self.mega_step == 1 else {

@@ -98,4 +98,7 @@ class Environment:
         raise NotImplementedError
 
     def validate_params(self, params: EnvParams) -> None:
-        """Raise ValueError for impossible parameters, before any compilation."""
+        """Raise ValueError for impossible parameters, before any compilation. Subclasses call
+        this first: it checks the horizon."""
+        if int(params.max_steps_in_episode) < 1:
+            raise ValueError(f"max_steps_in_episode={params.max_steps_in_episode} must be >= 1")

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmcg
+from jaxmcg import spaces
 
 
 def _rollout(env, params, n_envs: int, n_steps: int):
@@ -123,3 +124,17 @@ def check_env(env_id: str, n_envs: int = 1024, n_steps: int = 20, seed: int = 0,
     _, _, traj_other = run(jax.random.PRNGKey(seed + 1))
     assert jax.tree_util.tree_structure(traj_other) == jax.tree_util.tree_structure(traj)
     return env, params
+
+
+class FlatEnv:
+    """Just enough of an environment for an algorithm's `init`: 2 agents, 4-dim observations,
+    3 actions."""
+
+    num_agents = 2
+    name = "flat"
+
+    def observation_space(self, params=None):
+        return spaces.Box(0.0, 1.0, (4,), jnp.float32)
+
+    def action_space(self, params=None):
+        return spaces.Discrete(3)

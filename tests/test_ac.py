@@ -3,11 +3,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from env_checks import FlatEnv
 from gradcheck import assert_ac_losses_match_fd, f64
 
 import jaxmcg
 from jaxmcg import critic as C
-from jaxmcg import spaces
 from jaxmcg.algos import ac
 from jaxmcg.rollout import Trajectory, episode_rollout
 from jaxmcg.train import TrainConfig, make_train
@@ -77,22 +77,9 @@ def _hand_batch():
     )
 
 
-class _FlatEnv:
-    """Just enough of an environment for `ac.init`: 2 agents, 4-dim observations, 3 actions."""
-
-    num_agents = 2
-    name = "flat"
-
-    def observation_space(self, params=None):
-        return spaces.Box(0.0, 1.0, (4,), jnp.float32)
-
-    def action_space(self, params=None):
-        return spaces.Discrete(3)
-
-
 def _linear_state(config):
     """AC state whose critic is linear (hidden=()), V_i(o) = w_i . o + b_i, with given weights."""
-    state = ac.init(jax.random.PRNGKey(1), _FlatEnv(), None, config)
+    state = ac.init(jax.random.PRNGKey(1), FlatEnv(), None, config)
     w = jnp.array([[1.0, -2.0, 0.5, 0.0], [0.0, 1.0, 1.0, -1.0]])  # [N, D]
     main = {"Dense_0": {"kernel": w[..., None], "bias": jnp.array([[0.5], [-1.0]])}}
     target = {"Dense_0": {"kernel": 2.0 * w[..., None], "bias": jnp.array([[0.0], [1.0]])}}

@@ -354,11 +354,11 @@ def test_decentralized_agents_play_their_own_networks_and_update_their_own_model
     data = dcl.batch_data(central, batch)
     keys = jax.random.split(jax.random.split(state.key)[1], 2)
     for i in range(2):
-        model = jax.tree_util.tree_map(lambda x: x[i], state.params)
-        opt = jax.tree_util.tree_map(lambda x: x[i], state.opt_state)
+        model = jax.tree_util.tree_map(lambda x, i=i: x[i], state.params)
+        opt = jax.tree_util.tree_map(lambda x, i=i: x[i], state.opt_state)
         expected, *_ = dcl.world_update(central, model, opt, state.temperature[i], data,
                                         state.entropy_coef, keys[i])
-        got = jax.tree_util.tree_map(lambda x: x[i], new.params)
+        got = jax.tree_util.tree_map(lambda x, i=i: x[i], new.params)
         for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(np.asarray(metrics["dcl/critic_loss"])))

@@ -3,10 +3,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from env_checks import FlatEnv
 from gradcheck import assert_grad_matches_fd, f64
 
 import jaxmcg
-from jaxmcg import spaces
 from jaxmcg.algos import ippo
 from jaxmcg.rollout import Trajectory, episode_rollout
 from jaxmcg.train import TrainConfig, make_train
@@ -20,19 +20,6 @@ def _make(*names):
         except ValueError:
             continue
     raise ValueError(f"none of {names} is registered")
-
-
-class _FlatEnv:
-    """Just enough of an environment for `ippo.init`: 2 agents, 4-dim observations, 3 actions."""
-
-    num_agents = 2
-    name = "flat"
-
-    def observation_space(self, params=None):
-        return spaces.Box(0.0, 1.0, (4,), jnp.float32)
-
-    def action_space(self, params=None):
-        return spaces.Discrete(3)
 
 
 def _hand_batch(dtype=jnp.float32):
@@ -67,8 +54,8 @@ def _net(module, params, obs):
 
 @pytest.fixture(scope="module")
 def flat_state():
-    """An IPPO state on `_FlatEnv` (initialised once: flax's first init is slow on CPU)."""
-    return ippo.init(jax.random.PRNGKey(1), _FlatEnv(), None, ippo.Config(hidden=(16, 16)))
+    """An IPPO state on `FlatEnv` (initialised once: flax's first init is slow on CPU)."""
+    return ippo.init(jax.random.PRNGKey(1), FlatEnv(), None, ippo.Config(hidden=(16, 16)))
 
 
 def _loss_inputs(state, dtype=jnp.float32):
