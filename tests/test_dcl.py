@@ -301,17 +301,18 @@ def train_pd(iterations, **config):
 
 @pytest.fixture(scope="module")
 def pd_run():
-    return train_pd(3000)
+    return train_pd(2500)
 
 
 def test_dcl_learns_mutual_cooperation_on_the_pd(pd_run):
     _, m = pd_run
     sw = m["train/collective_return"]  # [seeds, chunks], 50-iteration means
     assert sw[:, :4].mean() < -2.8  # untrained play: about -3 (§5.7)
-    assert sw[:, -1].mean() >= -2.3, sw[:, -1]  # R: -2.10 at 3,000 (§5.7)
-    assert m["train/dcl/agreement"][:, -1].mean() > 0.8
+    # R: -2.10 at 3,000 (§5.7); about one seed in ten stays at mutual defection (closing note)
+    assert np.median(sw[:, -1]) >= -2.2 and (sw[:, -1] >= -2.25).sum() >= 5, sw[:, -1]
+    assert np.median(m["train/dcl/agreement"][:, -1]) > 0.85
     action_c = m["dcl/action_probs"][:, -1, :, 0]
-    assert action_c.mean() < 0.05  # the fallback defects (Fig. 3a, code mask D1)
+    assert np.median(action_c) < 0.05  # the fallback defects (Fig. 3a, code mask D1)
 
 
 def test_trained_dcl_agent_rejects_a_malicious_always_defect_co_player(pd_run):
@@ -325,7 +326,7 @@ def test_trained_dcl_agent_rejects_a_malicious_always_defect_co_player(pd_run):
     fallback = pi_c * -3 + (1 - pi_c) * -2
     value = phi_c * (psi[:, 1] * -3 + (1 - psi[:, 1]) * fallback) + (1 - phi_c) * (
         psi[:, 3] * -2 + (1 - psi[:, 3]) * fallback)
-    # 3,000 iterations: most seeds have converged (slow test: 10,000 iterations, -2 +- 0.05)
+    # 2,500 iterations: most seeds have converged
     assert np.median(value) >= -2.05 and value.min() > -2.5, (value, psi[:, 1])
 
 
@@ -348,7 +349,7 @@ def test_decentralized_agents_play_their_own_networks_and_update_their_own_model
         np.testing.assert_array_equal(jax.tree_util.tree_leaves(played["proposal"])[0][i], leaf[i, i])
     assert not np.allclose(leaf[0, 1], leaf[1, 1])  # estimates start independent of the truth
     batch = _pd_batch(env, params, state, jax.random.PRNGKey(1))
-    new, metrics = dcl.update(state, batch)
+    new, metrics = jax.jit(dcl.update)(state, batch)
     # model i is trained by the centralized update, on the shared batch, with model i's own key
     central = state.replace(config=dcl.Config(decentralized=False))
     data = dcl.batch_data(central, batch)
@@ -356,7 +357,7 @@ def test_decentralized_agents_play_their_own_networks_and_update_their_own_model
     for i in range(2):
         model = jax.tree_util.tree_map(lambda x, i=i: x[i], state.params)
         opt = jax.tree_util.tree_map(lambda x, i=i: x[i], state.opt_state)
-        expected, *_ = dcl.world_update(central, model, opt, state.temperature[i], data,
+        expected, *_ = jax.jit(dcl.world_update)(central, model, opt, state.temperature[i], data,
                                         state.entropy_coef, keys[i])
         got = jax.tree_util.tree_map(lambda x, i=i: x[i], new.params)
         for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
@@ -373,13 +374,14 @@ def test_sequential_updates_let_the_second_agent_see_the_first_agents_new_networ
     data = dcl.batch_data(seq, batch)
     key = jax.random.PRNGKey(9)
     world, opt, tau = seq.params, seq.opt_state, seq.temperature
-    got = dcl.world_update(seq, world, opt, tau, data, 1.0, key)[0]
+    got = jax.jit(dcl.world_update)(seq, world, opt, tau, data, 1.0, key)[0]
+    agent_round = jax.jit(dcl.agent_round, static_argnums=1)
     at = lambda tree, i: jax.tree_util.tree_map(lambda x: x[i], tree)  # noqa: E731
     k0, k1 = (jax.random.split(k, 1)[0] for k in jax.random.split(key, 2))  # agent-major keys
-    own0 = dcl.agent_round(seq, 0, at(world, 0), at(opt, 0), tau[0], world, data, 1.0, k0)[0]
+    own0 = agent_round(seq, 0, at(world, 0), at(opt, 0), tau[0], world, data, 1.0, k0)[0]
     world_after_0 = jax.tree_util.tree_map(lambda w, o: w.at[0].set(o), world, own0)
     for against, same in ((world_after_0, True), (world, False)):
-        own1 = dcl.agent_round(seq, 1, at(world, 1), at(opt, 1), tau[1], against, data, 1.0,
+        own1 = agent_round(seq, 1, at(world, 1), at(opt, 1), tau[1], against, data, 1.0,
                                k1)[0]
         match = all(np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(
             jax.tree_util.tree_leaves(at(got, 1)["proposal"]),
@@ -431,9 +433,11 @@ def test_proposal_score_function_estimator_matches_the_exact_gradient_of_eq_10()
         return v
 
     exact = jax.flatten_util.ravel_pytree(jax.grad(value)(own["proposal"]))[0]
-    estimate = jax.vmap(lambda k: jax.flatten_util.ravel_pytree(jax.grad(
-        lambda p: -dcl.proposal_loss(state, p, 0, own, world, data, 0.0, 1.0, k)[0])(
-            own["proposal"]))[0])(jax.random.split(KEY, 24))
+    def estimator(k):  # minus the proposal loss's gradient: an estimate of grad V^0
+        g = jax.grad(lambda p: -dcl.proposal_loss(state, p, 0, own, world, data, 0.0, 1.0, k)[0])
+        return jax.flatten_util.ravel_pytree(g(own["proposal"]))[0]
+
+    estimate = jax.jit(jax.vmap(estimator))(jax.random.split(KEY, 24))
     mean, se = estimate.mean(0), estimate.std(0) / np.sqrt(estimate.shape[0])
     big = np.abs(exact) > 1e-3
     assert big.sum() >= 5
