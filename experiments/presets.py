@@ -154,7 +154,7 @@ for _game, _envs in _GAME_ENVS.items():
     FAMILY_DEFAULTS[("dcl", _game)] = _DCL[_game]
     FAMILY_TRAIN[("dcl", _game)] = {"n_envs": _envs, "iterations": 10_000, "log_every": 50,
                                     "eval_envs": _envs}
-for _algo, _table in (("ippo", _IPPO), ("mediated", _MEDIATED)):  # per-step baselines
+for _algo, _table in (("ippo", _IPPO), ("mediated", _MEDIATED), ("moca", _IPPO)):  # per step
     for _game, _algo_params in _table.items():
         FAMILY_DEFAULTS[(_algo, _game)] = _algo_params
         FAMILY_TRAIN[(_algo, _game)] = {"n_envs": 64 if _game == "rpc" else _GAME_ENVS[_game],
@@ -176,6 +176,8 @@ for _game, _name in _GAME_NAMES.items():
             train=FAMILY_TRAIN[("dcl", _game)])
     PRESETS[f"ippo-{_name}"] = dict(algo="ippo", env=_game, algo_params=_IPPO[_game],
                                     train=FAMILY_TRAIN[("ippo", _game)])
+    PRESETS[f"moca-{_name}"] = dict(algo="moca", env=_game, algo_params=_IPPO[_game],
+                                    train=FAMILY_TRAIN[("moca", _game)])
     for _variant, _extra in (("mediated", {}), ("mediated_c", {"constrained": True})):
         PRESETS[f"{_variant}-{_name}"] = dict(algo="mediated", env=_game,
                                               algo_params={**_MEDIATED[_game], **_extra},

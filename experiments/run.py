@@ -41,7 +41,8 @@ def _parse_value(key: str, raw: str, default):
         if isinstance(default, tuple) or default is None:
             if default is None and raw.lower() == "none":
                 return None
-            return tuple(int(x) for x in raw.strip("()[] ").split(",") if x.strip())
+            cast = float if default and any(isinstance(v, float) for v in default) else int
+            return tuple(cast(x) for x in raw.strip("()[] ").split(",") if x.strip())
         return raw
     except ValueError:
         kind = type(default).__name__ if default is not None else "tuple of ints"

@@ -116,7 +116,7 @@ def _ensure_builtin() -> None:
             _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
         for name in ("ia", "cen"):  # thesis Cleanup inequity-aversion and centralized baselines (§2.9)
             _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
-        for name in ("dcl", "ippo", "mediated"):  # commitment games (dcl.md §2, §4.1, §4.2)
+        for name in ("dcl", "ippo", "mediated", "moca"):  # commitment games (dcl.md §2, §4.1-§4.3)
             _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
         try:  # the envs package registers itself; optional so jaxmcg works without it
             importlib.import_module("envs")
