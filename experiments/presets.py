@@ -182,6 +182,14 @@ for _game, _name in _GAME_NAMES.items():
         PRESETS[f"{_variant}-{_name}"] = dict(algo="mediated", env=_game,
                                               algo_params={**_MEDIATED[_game], **_extra},
                                               train=FAMILY_TRAIN[("mediated", _game)])
+# Many parallel episodes: 16x the paper's batch, same tables and iteration counts (the schedules are
+# per iteration); on a GPU an iteration costs about the same.
+for _game, _name in _GAME_NAMES.items():
+    for _variant, _extra in (("dcl", {}), ("dcl_ic", {"ic_weight": 1.0})):
+        _train = FAMILY_TRAIN[("dcl", _game)]
+        PRESETS[f"{_variant}-{_name}-batched"] = dict(
+            algo="dcl", env=_game, algo_params={**_DCL[_game], **_extra},
+            train={**_train, "n_envs": 16 * _train["n_envs"], "eval_envs": 1024})
 for _n in (2, 3, 5, 10):  # Table 8: DCL-IC, 5 seeds
     PRESETS[f"dcl_ic-pgg-{_n}"] = dict(algo="dcl", env="public_goods", env_params={"n_agents": _n},
                                        algo_params=_DCL["public_goods"],
