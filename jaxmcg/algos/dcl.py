@@ -345,8 +345,8 @@ def world_update(state, world, opt, tau, data, beta, key):
             world, opt, tau = carry  # index is static (a vmap over agents is slow on CPU)
             outs = [agent_round(state, i, _slice(world, i), _slice(opt, i), tau[i], world, data,
                                 beta, ki) for i, ki in enumerate(jax.random.split(k, n))]
-            return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)[:3], \
-                jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[o[3] for o in outs])
+            world, opt, tau, metrics = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
+            return (world, opt, tau), metrics
 
         (world, opt, tau), m = jax.lax.scan(round_, (world, opt, tau),
                                             jax.random.split(key, c.num_updates))
