@@ -442,3 +442,26 @@ def test_proposal_score_function_estimator_matches_the_exact_gradient_of_eq_10()
     big = np.abs(exact) > 1e-3
     assert big.sum() >= 5
     np.testing.assert_array_less(np.abs(mean - exact)[big], 4 * se[big] + 1e-4)
+
+
+# --- the decentralized code's baselines (dcl.md §2.8, D11) --------------------------------------
+
+def test_code_baseline_subtracts_the_expected_fallback_value_and_cancels_score_terms(tiny):
+    state, d = tiny
+    code = state.replace(config=dcl.Config(hidden=5, baseline="code"))
+    s = d["s"]
+    v = dcl.expected_fallback_value(code, state.params, 1, s)
+    probs = dcl._probs(state, state.params, "action", s)  # [B, N, 2]
+    by_hand = sum(probs[:, 0, a0] * probs[:, 1, a1] * q(state.params, 1, s[:, 0], *(
+        jax.nn.one_hot(jnp.full(12, x), 2) for x in (a1, a0))) for a0 in range(2) for a1 in range(2))
+    np.testing.assert_allclose(v, by_hand, rtol=1e-5)
+    own = _own(state, 1)
+    plain = dcl.action_loss(state, own["action"], 1, own, d, 0.0)
+    shifted = dcl.action_loss(code, own["action"], 1, own, d, 0.0, state.params)
+    logp = D.selected_log_prob(jax.nn.softmax(mlp(own["action"], s[:, 1])), d["a"][:, 1])
+    np.testing.assert_allclose(shifted - plain, jnp.mean(d["e"] * v * logp), rtol=1e-4, atol=1e-6)
+    # commitment: without pathwise terms only the entropy bonus is left
+    no_paths = code.replace(config=dcl.Config(hidden=5, baseline="code", pathwise_terms=False))
+    loss = dcl.commit_loss(no_paths, own["commit"], 1, own, d, 0.3, 1.0, KEY)
+    inp = jnp.concatenate([s[:, 1], d["m"][:, 1], d["m"][:, 0]], -1)
+    np.testing.assert_allclose(loss, -0.3 * entropy(softmax_net(own["commit"], inp)), rtol=1e-5)

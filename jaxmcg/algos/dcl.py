@@ -41,6 +41,7 @@ from jaxmcg.returns import discounted_returns
 NETS = ("proposal", "commit", "action", "critic")
 ACTION_PG_MASKS = ("agreement", "no_agreement", "all")
 IC_FORMS = ("sq_hinge_score", "hinge_score")
+BASELINES = ("none", "code")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,10 @@ class Config:
     legacy_mega_reward: bool = False  # True: the code's gamma r1 + r2 and gamma between decisions (D8)
     action_pg_mask: str = "agreement"  # D1: code "agreement" (omega = e), paper "no_agreement", "all"
     pathwise_terms: bool = True  # False: score-function terms only (the exact-gradient ablation, §2.12)
+    # "code": the decentralized branch's baselines (D11): the action loss subtracts the expected
+    # fallback value E_pi Q; commitment and proposal subtract the realised value, which cancels their
+    # score-function terms and leaves the pathwise and IC terms
+    baseline: str = "none"
     pathwise_product: bool = False  # D3: True multiplies u^j by the others' commitments (Eq. 5)
     indicator_power: int = 4  # u(c) = c[1]^power (D2)
     sequential_agent_updates: bool = False  # D10
@@ -73,6 +78,8 @@ class Config:
         if self.action_pg_mask not in ACTION_PG_MASKS:
             raise ValueError(f"action_pg_mask={self.action_pg_mask!r} is invalid; valid: "
                              f"{', '.join(ACTION_PG_MASKS)}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline={self.baseline!r} is invalid; valid: {', '.join(BASELINES)}")
         if self.ic_form not in IC_FORMS:
             raise ValueError(f"ic_form={self.ic_form!r} is invalid; valid: {', '.join(IC_FORMS)}")
         for name in ("hidden", "num_updates", "mega_step", "indicator_power"):
@@ -237,10 +244,25 @@ def critic_loss(state, p, i, data):
     return _wmean((q[:, 0] - data["G"][:, i]) ** 2, data["w"])
 
 
-def action_loss(state, p, i, own, data, beta):
+def expected_fallback_value(state, world, i, s):
+    """E_{a ~ pi} Q^i(s, a) over every joint fallback action, `[B]` (small games only)."""
+    m_size, n = state.nets["action"].out, s.shape[-2]
+    joint = np.array(np.unravel_index(np.arange(m_size ** n), (m_size,) * n)).T  # [J, N]
+    probs = jax.lax.stop_gradient(_probs(state, world, "action", s))  # [B, N, M]
+    weight = jnp.prod(probs[:, np.arange(n), joint], axis=-1)  # [B, J]
+    onehots = jnp.broadcast_to(jax.nn.one_hot(joint, m_size), (s.shape[0],) + joint.shape + (m_size,))
+    x = joint_input(state.order, jnp.broadcast_to(s[:, None], onehots.shape[:3] + s.shape[-1:]),
+                    onehots)
+    q = state.nets["critic"].apply({"params": _slice(world["critic"], i)}, x[:, :, i])[..., 0]
+    return jax.lax.stop_gradient(jnp.sum(weight * q, axis=-1))
+
+
+def action_loss(state, p, i, own, data, beta, world=None):
     c = state.config
     q_a = state.nets["critic"].apply({"params": own["critic"]},
                                      joint_input(state.order, data["s"], data["a"])[:, i])[:, 0]
+    if c.baseline == "code":
+        q_a = q_a - expected_fallback_value(state, _merge(world, own, i), i, data["s"])
     omega = {"agreement": data["e"], "no_agreement": 1.0 - data["e"],
              "all": jnp.ones_like(data["e"])}[c.action_pg_mask]
     probs = jax.nn.softmax(state.nets["action"].apply({"params": p}, data["s"][:, i]), axis=-1)
@@ -260,6 +282,8 @@ def commit_loss(state, p, i, own, data, beta, tau, key):
     e = jax.lax.stop_gradient(u) * _others_commit(data["c"], i)
     logp = D.selected_log_prob(probs, sample)
     loss = e * (-q_m * logp) + (1.0 - e) * (-q_a * logp)
+    if c.baseline == "code":  # minus the realised value: the score term cancels (D11)
+        loss = jnp.zeros_like(loss)
     if c.pathwise_terms:
         loss = loss + e * (q_a - q_m) * u
     return _wmean(loss, data["w"]) - beta * D.mean_entropy(probs, data["w"])
@@ -285,6 +309,8 @@ def proposal_loss(state, p, i, own, world, data, beta, tau, key):
     logp_own = D.selected_log_prob(probs_m[:, i], m[:, i])
     ell = logp_own + jnp.sum(D.selected_log_prob(probs_c, commits), axis=-1)
     loss = e * (-q_m[:, i] * ell) + (1.0 - e) * (-q_a[:, i] * ell)
+    if c.baseline == "code":  # minus the realised value: the score term cancels (D11)
+        loss = jnp.zeros_like(loss)
     if c.pathwise_terms:
         if c.pathwise_product:  # Eq. 5: u^j counts only when every other agent committed
             paths = jnp.sum(_prod_except(jax.lax.stop_gradient(u)) * u, axis=-1)
@@ -324,7 +350,7 @@ def agent_round(state, i, own, opt, tau, world, data, beta, key):
         return aux
 
     q_loss = descend("critic", lambda p: (critic_loss(state, p, i, data),) * 2)
-    descend("action", lambda p: (action_loss(state, p, i, own, data, beta), None))
+    descend("action", lambda p: (action_loss(state, p, i, own, data, beta, world), None))
     descend("commit", lambda p: (commit_loss(state, p, i, own, data, beta, tau, keys[0]), None))
     rate = descend("proposal", lambda p: proposal_loss(state, p, i, own, world, data, beta, tau,
                                                        keys[1]))
