@@ -164,10 +164,13 @@ for _algo, _table in (("ippo", _IPPO), ("mediated", _MEDIATED), ("moca", _IPPO))
 _CODE_COMPAT = {"lr_critic": 7e-4, "entropy_min": 0.1, "legacy_mega_reward": True,
                 "sequential_agent_updates": True}
 _GAME_NAMES = {"pd": "pd", "grid_game": "grid", "rpc": "rpc"}
+# Decentralized DCL with the baselines of the authors' decentralized branch (D11), which produced the
+# paper's curve: on the PD, 7 of 10 seeds reach -2 by 5,000 iterations with them, 1 of 10 without.
+_DEC = {"decentralized": True, "baseline": "code"}
 for _game, _name in _GAME_NAMES.items():
     for _variant, _extra in (("dcl", {}), ("dcl_ic", {"ic_weight": 1.0}),
-                             ("dcl_dec", {"decentralized": True}),
-                             ("dcl_dec_ic", {"decentralized": True, "ic_weight": 1.0})):
+                             ("dcl_dec", _DEC),
+                             ("dcl_dec_ic", {**_DEC, "ic_weight": 1.0})):
         _params = {**_DCL[_game], **_extra}
         PRESETS[f"{_variant}-{_name}"] = dict(algo="dcl", env=_game, algo_params=_params,
                                               train=FAMILY_TRAIN[("dcl", _game)])
