@@ -14,9 +14,9 @@ def test_chunk_keeps_state_avals(algo_name, env_id):
     of LIO on Cleanup, ~20 s)."""
     algo = jaxmcg.get_algo(algo_name)
     env, params = jaxmcg.make(env_id)
-    train = make_train(algo, env, params, algo.Config(),
-                       TrainConfig(n_envs=2, iterations=2, log_every=1, eval_envs=2))
     try:
+        train = make_train(algo, env, params, algo.Config(),
+                           TrainConfig(n_envs=2, iterations=2, log_every=1, eval_envs=2))
         runner = jax.eval_shape(train.init, jax.random.PRNGKey(0))
     except ValueError as err:  # a pair that cannot work must say why, naming the observations
         assert "observations" in str(err)
