@@ -24,7 +24,7 @@ import numpy as np
 from flax import struct
 
 from jaxmcg import spaces
-from jaxmcg.environment import Environment
+from jaxmcg.environment import Environment, Wrapper, num_discrete_actions
 
 
 @struct.dataclass
@@ -43,7 +43,7 @@ class CommitmentState:
     time: jax.Array  # inner steps taken, so the inner horizon truncates the commitment game
 
 
-class CommitmentGame(Environment):
+class CommitmentGame(Wrapper):
     """The MCG of `env` with K-step commitments (`mega_step`); see the module docstring.
 
     Parameters are the inner environment's. `info` holds `proposal`, `commit`, `agreement` (all
@@ -53,33 +53,23 @@ class CommitmentGame(Environment):
 
     def __init__(self, env: Environment, mega_step: int = 1, gamma: float = 0.99,
                  legacy_mega_reward: bool = False):
-        space = env.action_space(env.default_params)
-        if not hasattr(space, "n"):
-            raise ValueError(
-                f"the commitment game needs discrete actions; {env.name} has action space "
-                f"{type(space).__name__} (valid: Discrete)"
-            )
+        num_base_actions = num_discrete_actions(env, "the commitment game")
         if not isinstance(mega_step, (int, np.integer)) or mega_step < 1:
             raise ValueError(f"mega_step={mega_step!r} is invalid: must be a positive integer")
-        self.inner = env
-        self.num_agents = env.num_agents
+        super().__init__(env)
         self.mega_step = int(mega_step)
         self.gamma = float(gamma)
         self.legacy_mega_reward = legacy_mega_reward
-        self.num_base_actions = int(space.n)
+        self.num_base_actions = num_base_actions
         self.num_actions = self.num_base_actions ** self.mega_step
         self.validate_params(env.default_params)
-
-    @property
-    def default_params(self):
-        return self.inner.default_params
 
     @property
     def name(self):
         return f"CommitmentGame({self.inner.name}, K={self.mega_step})"
 
     def validate_params(self, params) -> None:
-        self.inner.validate_params(params)
+        super().validate_params(params)
         horizon = int(params.max_steps_in_episode)
         if horizon % self.mega_step:
             raise ValueError(
@@ -129,12 +119,6 @@ class CommitmentGame(Environment):
         info = {**info, "proposal": actions.proposal, "commit": actions.commit,
                 "agreement": agreement, "executed": executed}
         return obs, CommitmentState(inner, inner.time), reward, ended, info
-
-    def get_obs(self, state, params=None):
-        return self.inner.get_obs(state.inner, params)
-
-    def observation_space(self, params=None):
-        return self.inner.observation_space(params)
 
     def action_space(self, params=None):
         """Per-agent space of macro actions (proposals and fallbacks); commitments are {0, 1}."""

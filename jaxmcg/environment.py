@@ -102,3 +102,45 @@ class Environment:
         this first: it checks the horizon."""
         if int(params.max_steps_in_episode) < 1:
             raise ValueError(f"max_steps_in_episode={params.max_steps_in_episode} must be >= 1")
+
+
+class Wrapper(Environment):
+    """An environment built around another, `self.inner`. Parameters, their validation, the horizon,
+    the spaces and the observations are the inner environment's unless a subclass says otherwise;
+    the default `get_obs` expects the wrapper's state to keep the inner state in `.inner`."""
+
+    def __init__(self, env: Environment):
+        self.inner = env
+        self.num_agents = env.num_agents
+
+    @property
+    def default_params(self):
+        return self.inner.default_params
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__name__}({self.inner.name})"
+
+    def validate_params(self, params) -> None:
+        self.inner.validate_params(params)
+
+    def horizon(self, params) -> int:
+        return self.inner.horizon(params)
+
+    def get_obs(self, state, params=None):
+        return self.inner.get_obs(state.inner, params)
+
+    def observation_space(self, params=None):
+        return self.inner.observation_space(params)
+
+    def action_space(self, params=None):
+        return self.inner.action_space(params)
+
+
+def num_discrete_actions(env: Environment, needed_by: str) -> int:
+    """The size of `env`'s discrete action space; ValueError naming `needed_by` otherwise."""
+    space = env.action_space(env.default_params)
+    if not hasattr(space, "n"):
+        raise ValueError(f"{needed_by} needs discrete actions; {env.name} has action space "
+                         f"{type(space).__name__} (valid: Discrete)")
+    return int(space.n)

@@ -7,7 +7,7 @@ import numpy as np
 from flax import struct
 
 from jaxmcg import spaces
-from jaxmcg.environment import Environment
+from jaxmcg.environment import Environment, Wrapper
 
 
 @struct.dataclass
@@ -28,29 +28,17 @@ class GivenState:
     time: jax.Array
 
 
-class ObserveGiven(Environment):
+class ObserveGiven(Wrapper):
     """Appends to agent i's flat observation the cumulative incentives it has given to each other
     agent in the current episode (N - 1 values, index order), as LIO's Escape Room does (thesis
     §5.1, L1727). Accepts `GiveAction`s, or plain integer actions meaning nothing was given.
     With `observe=False` the observation is unchanged (PG's 3N-dim view, A18)."""
 
     def __init__(self, env: Environment, observe: bool = True):
-        self.inner = env
-        self.num_agents = env.num_agents
+        super().__init__(env)
         self.observe = observe
         n = self.num_agents
         self._others = np.array([[j for j in range(n) if j != i] for i in range(n)])
-
-    @property
-    def default_params(self):
-        return self.inner.default_params
-
-    @property
-    def name(self):
-        return f"ObserveGiven({self.inner.name})"
-
-    def validate_params(self, params):
-        self.inner.validate_params(params)
 
     def _obs(self, inner_obs, given):
         if not self.observe:
@@ -82,9 +70,6 @@ class ObserveGiven(Environment):
         if len(space.shape) != 1:
             raise ValueError(f"ObserveGiven needs flat observations, got shape {space.shape}")
         return spaces.Box(-jnp.inf, jnp.inf, (space.shape[0] + self.num_agents - 1,), jnp.float32)
-
-    def action_space(self, params=None):
-        return self.inner.action_space(params)
 
 
 def wrap_observe_given(env: Environment, config) -> ObserveGiven:

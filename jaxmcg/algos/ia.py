@@ -24,7 +24,7 @@ from flax import struct
 
 from jaxmcg import spaces
 from jaxmcg.algos import ac
-from jaxmcg.environment import Environment
+from jaxmcg.environment import Environment, Wrapper
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,26 +51,14 @@ class SmoothedState:
     time: jax.Array
 
 
-class ObserveSmoothedRewards(Environment):
+class ObserveSmoothedRewards(Wrapper):
     """Carries each agent's smoothed extrinsic reward e (decay `decay` = gamma * lambda) and observes
     `{"obs": inner_obs, "extra": e}` per agent (every agent sees all N values, in index order).
     Rewards, termination and info are the inner environment's."""
 
     def __init__(self, env: Environment, decay: float):
-        self.inner = env
-        self.num_agents = env.num_agents
+        super().__init__(env)
         self.decay = float(decay)
-
-    @property
-    def default_params(self):
-        return self.inner.default_params
-
-    @property
-    def name(self):
-        return f"ObserveSmoothedRewards({self.inner.name})"
-
-    def validate_params(self, params):
-        self.inner.validate_params(params)
 
     def _obs(self, inner_obs, smoothed):
         return {"obs": inner_obs, "extra": jnp.broadcast_to(smoothed, (self.num_agents,) * 2)}
@@ -92,9 +80,6 @@ class ObserveSmoothedRewards(Environment):
         n = self.num_agents
         extra = spaces.Box(-jnp.inf, jnp.inf, (n,), jnp.float32)
         return spaces.Dict({"obs": self.inner.observation_space(params), "extra": extra})
-
-    def action_space(self, params=None):
-        return self.inner.action_space(params)
 
 
 def smooth(previous, reward, decay):

@@ -52,7 +52,7 @@ from flax import struct
 
 from jaxmcg import distributions as D
 from jaxmcg import spaces
-from jaxmcg.environment import Environment
+from jaxmcg.environment import Environment, Wrapper, num_discrete_actions
 from jaxmcg.networks import TorchMLP, apply_per_agent, init_per_agent
 from jaxmcg.policy import flat_obs_dim
 
@@ -116,34 +116,15 @@ def coalition_of(choices: jax.Array, num_base_actions: int) -> jax.Array:
     return (choices == num_base_actions).astype(jnp.float32)
 
 
-class MediatedGame(Environment):
+class MediatedGame(Wrapper):
     """`env` with a delegate action (index A) per agent; see the module docstring. The state,
     observations and parameters are the inner game's; `info` adds `coalition` (`[N]` float) and
     `executed` (`[N]` int, the real joint action)."""
 
     def __init__(self, env: Environment):
-        space = env.action_space(env.default_params)
-        if not hasattr(space, "n"):
-            raise ValueError(
-                f"Mediated MARL needs discrete actions; {env.name} has action space "
-                f"{type(space).__name__} (valid: Discrete)")
-        self.inner = env
-        self.num_agents = env.num_agents
-        self.num_base_actions = int(space.n)
-
-    @property
-    def default_params(self):
-        return self.inner.default_params
-
-    @property
-    def name(self):
-        return f"MediatedGame({self.inner.name})"
-
-    def validate_params(self, params) -> None:
-        self.inner.validate_params(params)
-
-    def horizon(self, params) -> int:
-        return self.inner.horizon(params)
+        num_base_actions = num_discrete_actions(env, "Mediated MARL")
+        super().__init__(env)
+        self.num_base_actions = num_base_actions
 
     def reset_env(self, key, params):
         return self.inner.reset_env(key, params)
@@ -155,11 +136,8 @@ class MediatedGame(Environment):
         return obs, state, reward, terminated, {**info, "coalition": coalition,
                                                 "executed": executed}
 
-    def get_obs(self, state, params=None):
+    def get_obs(self, state, params=None):  # the state is the inner game's own
         return self.inner.get_obs(state, params)
-
-    def observation_space(self, params=None):
-        return self.inner.observation_space(params)
 
     def action_space(self, params=None):
         """The agents' choices: the game's actions and, last, delegate."""

@@ -48,7 +48,7 @@ from flax import struct
 from jaxmcg import distributions as D
 from jaxmcg import spaces
 from jaxmcg.algos import ippo
-from jaxmcg.environment import Environment
+from jaxmcg.environment import Environment, Wrapper, num_discrete_actions
 from jaxmcg.policy import log_probs
 from jaxmcg.returns import discounted_returns
 from jaxmcg.rollout import Trajectory
@@ -132,37 +132,22 @@ class ContractState:
     contract: jax.Array  # in force; 0 (null) until one is agreed
 
 
-class ContractGame(Environment):
+class ContractGame(Wrapper):
     """`env` with a contracting step before every episode; see the module docstring. `info` has the
     inner game's keys (zero at the contracting step) and `contracting`, `proposal` (the proposed
     contract), `agreed`, `contract` (in force after the step), `base_reward` and `transfer` (`[N]`)."""
 
     def __init__(self, env: Environment, thetas=Config.thetas):
-        space = env.action_space(env.default_params)
-        if not hasattr(space, "n"):
-            raise ValueError(f"MOCA's contracts condition on discrete actions; {env.name} has "
-                             f"action space {type(space).__name__} (valid: Discrete)")
+        num_base_actions = num_discrete_actions(env, "MOCA's contract space")
         if env.num_agents < 2:
             raise ValueError(f"contracts need at least 2 agents; {env.name} has {env.num_agents}")
         if len(env.observation_space(env.default_params).shape) != 1:
             raise ValueError(f"{env.name} has non-flat observations; the contract game appends "
                              "the contract to flat (1-D) observations only")
-        self.inner = env
-        self.num_agents = env.num_agents
-        self.num_base_actions = int(space.n)
+        super().__init__(env)
+        self.num_base_actions = num_base_actions
         self.thetas = tuple(float(t) for t in thetas)
         self.num_contracts = num_contracts(self.num_base_actions, len(self.thetas))
-
-    @property
-    def default_params(self):
-        return self.inner.default_params
-
-    @property
-    def name(self):
-        return f"ContractGame({self.inner.name})"
-
-    def validate_params(self, params) -> None:
-        self.inner.validate_params(params)
 
     def horizon(self, params) -> int:
         return self.inner.horizon(params) + 1
