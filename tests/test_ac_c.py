@@ -149,7 +149,8 @@ def test_critic_and_actor_use_received_minus_given_by_hand():
 # ---- gradient checks against finite differences (float64) -------------------------------------
 
 
-@pytest.mark.parametrize("env_id", ["escape_room", "cleanup-7x7"])
+@pytest.mark.parametrize("env_id", ["escape_room",
+                                    pytest.param("cleanup-7x7", marks=pytest.mark.slow)])
 def test_gradients_match_finite_differences(x64, env_id):
     """Actor loss (move categorical + change-of-variables gift density, delta on the totals) and
     critic loss (TD on the totals, distinct target), on a rollout: MLP on ER, conv on Cleanup."""
