@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmcg.losses import masked_mean
 from jaxmcg.networks import NETWORKS, apply_per_agent, init_per_agent, network  # noqa: F401
 
 
@@ -45,9 +46,7 @@ def critic_loss(values_, targets, valid) -> jax.Array:
     parallel episodes it is the mean over all their steps. `values_`, `targets`: `[T, E, N]`;
     `valid`: `[T, E]`.
     """
-    w = valid[..., None]
-    sq = jnp.square(targets - values_) * w
-    return jnp.sum(sq, axis=(0, 1)) / jnp.maximum(jnp.sum(w, axis=(0, 1)), 1.0)
+    return masked_mean(jnp.square(targets - values_), valid, axis=(0, 1))
 
 
 def objective(module, params, target_params, batch, rewards, gamma: float, not_done=1.0):

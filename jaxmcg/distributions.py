@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmcg.losses import masked_mean
+
 
 def mixed_log_probs(logits: jax.Array, eps: jax.Array | float) -> jax.Array:
     """Log-probabilities of the eps-mixed policy over the last axis."""
@@ -67,6 +69,4 @@ def mean_entropy(probs: jax.Array, weights: jax.Array | None = None) -> jax.Arra
     """-mean(p log(p + 1e-8)) over rows *and* classes (DCL's normalisation, dcl.md D22); rows are
     weighted by `weights[...]` when given."""
     h = -jnp.mean(probs * jnp.log(probs + LOG_EPS), axis=-1)
-    if weights is None:
-        return jnp.mean(h)
-    return jnp.sum(h * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    return jnp.mean(h) if weights is None else masked_mean(h, weights)

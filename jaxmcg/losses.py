@@ -9,6 +9,16 @@ import jax
 import jax.numpy as jnp
 
 
+def masked_mean(x: jax.Array, mask: jax.Array, axis=None) -> jax.Array:
+    """Mean of `x` over `axis` (default all) counting only entries where `mask` is 1; 0 where none is.
+
+    `mask` covers `x`'s leading axes (`valid[T, E]` against `x[T, E, N]`) and is broadcast over the
+    rest, so per-agent means over valid steps are `masked_mean(x, valid, axis=(0, 1))`.
+    """
+    mask = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape)
+    return jnp.sum(x * mask, axis=axis) / jnp.maximum(jnp.sum(mask, axis=axis), 1.0)
+
+
 def time_sum_env_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
     """Sum over time and mean over environments of `x[T, E, ...]` on valid steps -> `[...]`."""
     valid = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))

@@ -33,9 +33,11 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxmcg import critic as C
 from jaxmcg import distributions as D
 from jaxmcg.commitment import Commitment, CommitmentGame
-from jaxmcg.networks import TorchMLP, apply_per_agent
+from jaxmcg.losses import masked_mean
+from jaxmcg.networks import TorchMLP, agent_slice, apply_per_agent
 from jaxmcg.returns import discounted_returns
 
 NETS = ("proposal", "commit", "action", "critic")
@@ -188,7 +190,13 @@ def _probs(state, world, name, x):
 
 
 def _values(state, world, x):
-    return apply_per_agent(state.nets["critic"], world["critic"], x)[..., 0]
+    return C.values(state.nets["critic"], world["critic"], x)
+
+
+def joint_actions(num_actions: int, num_agents: int) -> np.ndarray:
+    """Every joint action, `[M^N, N]`, agent 0's action the most significant digit."""
+    return np.array(np.unravel_index(np.arange(num_actions ** num_agents),
+                                     (num_actions,) * num_agents)).T
 
 
 def joint_input(order, s, onehots):
@@ -224,10 +232,6 @@ def act(state: State, obs, key, evaluate: bool = False):
 
 # --- the four losses of one agent (dcl.md §2.5) ------------------------------------------------
 
-def _wmean(x, w):
-    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
 def _merge(world, own, i):
     """`world` with agent i's networks replaced by `own` (i may be traced)."""
     return jax.tree_util.tree_map(lambda s, o: s.at[i].set(o), world, own)
@@ -241,19 +245,19 @@ def _others_commit(c, i):
 def critic_loss(state, p, i, data):
     x = jnp.where(data["e"][:, None, None] > 0, data["m"], data["a"])
     q = state.nets["critic"].apply({"params": p}, joint_input(state.order, data["s"], x)[:, i])
-    return _wmean((q[:, 0] - data["G"][:, i]) ** 2, data["w"])
+    return masked_mean((q[:, 0] - data["G"][:, i]) ** 2, data["w"])
 
 
 def expected_fallback_value(state, world, i, s):
     """E_{a ~ pi} Q^i(s, a) over every joint fallback action, `[B]` (small games only)."""
     m_size, n = state.nets["action"].out, s.shape[-2]
-    joint = np.array(np.unravel_index(np.arange(m_size ** n), (m_size,) * n)).T  # [J, N]
+    joint = joint_actions(m_size, n)  # [J, N]
     probs = jax.lax.stop_gradient(_probs(state, world, "action", s))  # [B, N, M]
     weight = jnp.prod(probs[:, np.arange(n), joint], axis=-1)  # [B, J]
     onehots = jnp.broadcast_to(jax.nn.one_hot(joint, m_size), (s.shape[0],) + joint.shape + (m_size,))
     x = joint_input(state.order, jnp.broadcast_to(s[:, None], onehots.shape[:3] + s.shape[-1:]),
                     onehots)
-    q = state.nets["critic"].apply({"params": _slice(world["critic"], i)}, x[:, :, i])[..., 0]
+    q = state.nets["critic"].apply({"params": agent_slice(world["critic"], i)}, x[:, :, i])[..., 0]
     return jax.lax.stop_gradient(jnp.sum(weight * q, axis=-1))
 
 
@@ -267,7 +271,7 @@ def action_loss(state, p, i, own, data, beta, world=None):
              "all": jnp.ones_like(data["e"])}[c.action_pg_mask]
     probs = jax.nn.softmax(state.nets["action"].apply({"params": p}, data["s"][:, i]), axis=-1)
     logp = D.selected_log_prob(probs, data["a"][:, i])
-    return -_wmean(omega * q_a * logp, data["w"]) - beta * D.mean_entropy(probs, data["w"])
+    return -masked_mean(omega * q_a * logp, data["w"]) - beta * D.mean_entropy(probs, data["w"])
 
 
 def commit_loss(state, p, i, own, data, beta, tau, key):
@@ -286,7 +290,7 @@ def commit_loss(state, p, i, own, data, beta, tau, key):
         loss = jnp.zeros_like(loss)
     if c.pathwise_terms:
         loss = loss + e * (q_a - q_m) * u
-    return _wmean(loss, data["w"]) - beta * D.mean_entropy(probs, data["w"])
+    return masked_mean(loss, data["w"]) - beta * D.mean_entropy(probs, data["w"])
 
 
 def proposal_loss(state, p, i, own, world, data, beta, tau, key):
@@ -321,8 +325,8 @@ def proposal_loss(state, p, i, own, world, data, beta, tau, key):
     if c.ic_form == "sq_hinge_score":
         violation = violation ** 2
     loss = loss + c.ic_weight * jnp.sum(violation, axis=-1) * logp_own
-    rate = _wmean(jnp.mean((q_a > q_m).astype(jnp.float32), axis=-1), w)
-    return _wmean(loss, w) - beta * D.mean_entropy(probs_m[:, i], w), rate
+    rate = masked_mean(jnp.mean((q_a > q_m).astype(jnp.float32), axis=-1), w)
+    return masked_mean(loss, w) - beta * D.mean_entropy(probs_m[:, i], w), rate
 
 
 def _prod_except(u):
@@ -359,18 +363,14 @@ def agent_round(state, i, own, opt, tau, world, data, beta, key):
     return own, opt, tau, {"critic_loss": q_loss, "ic_violation": rate}
 
 
-def _slice(tree, i):
-    return jax.tree_util.tree_map(lambda x: x[i], tree)
-
-
 def world_update(state, world, opt, tau, data, beta, key):
     """`num_updates` rounds of every agent's four steps on one model of all agents."""
     c, n = state.config, tau.shape[0]
     if not c.sequential_agent_updates:
         def round_(carry, k):  # every agent against the same `world`; agents unrolled, so every
             world, opt, tau = carry  # index is static (a vmap over agents is slow on CPU)
-            outs = [agent_round(state, i, _slice(world, i), _slice(opt, i), tau[i], world, data,
-                                beta, ki) for i, ki in enumerate(jax.random.split(k, n))]
+            outs = [agent_round(state, i, agent_slice(world, i), agent_slice(opt, i), tau[i], world,
+                                data, beta, ki) for i, ki in enumerate(jax.random.split(k, n))]
             world, opt, tau, metrics = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
             return (world, opt, tau), metrics
 
@@ -384,7 +384,7 @@ def world_update(state, world, opt, tau, data, beta, key):
             own, o, t, m = agent_round(state, i, own, o, t, world, data, beta, k)
             return (own, o, t, _merge(world, own, i)), m
 
-        carry = (_slice(world, i), _slice(opt, i), tau[i], world)
+        carry = (agent_slice(world, i), agent_slice(opt, i), tau[i], world)
         (own, o, t, world), m = jax.lax.scan(round_, carry, jax.random.split(k, c.num_updates))
         opt = _merge(opt, o, i)
         tau = tau.at[i].set(t)
@@ -459,7 +459,7 @@ def episode_metrics(state: State, batch, prefix: str = "dcl/") -> dict:
     returns = discounted_returns(batch.reward, batch.valid[..., None], gamma)
     e = jnp.prod(batch.action.commit.astype(jnp.float32), axis=-1)
     return {
-        f"{prefix}agreement": _wmean(e, batch.valid),
+        f"{prefix}agreement": masked_mean(e, batch.valid),
         f"{prefix}return_discounted": jnp.mean(returns[0], axis=0),
         f"{prefix}return_code": jnp.mean(code_logged_return(batch.reward, batch.valid, c.gamma),
                                          axis=0),
@@ -480,7 +480,7 @@ def probe_metrics(state: State, obs) -> dict:
     out = {"dcl/proposal_probs": _probs(state, world, "proposal", obs),
            "dcl/action_probs": _probs(state, world, "action", obs)}
     if m_size ** n <= 64:
-        joint = np.array(np.unravel_index(np.arange(m_size ** n), (m_size,) * n)).T  # [J, N]
+        joint = joint_actions(m_size, n)
         onehots = jax.nn.one_hot(joint, m_size)
         s = jnp.broadcast_to(obs, (joint.shape[0],) + obs.shape)
         probs = _probs(state, world, "commit", joint_input(state.order, s, onehots))

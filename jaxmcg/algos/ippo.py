@@ -30,6 +30,7 @@ from flax import struct
 
 from jaxmcg import critic as C
 from jaxmcg import distributions as D
+from jaxmcg.losses import masked_mean
 from jaxmcg.networks import MLP, TorchMLP, init_per_agent
 from jaxmcg.policy import log_probs, num_actions, obs_example
 from jaxmcg.returns import gae
@@ -117,12 +118,6 @@ def act(state: State, obs, key, evaluate: bool = False):
     return D.sample(key, log_probs(state.policy, state.params, obs, 0.0)), {}
 
 
-def _masked_mean(x, valid):
-    """Per-agent mean of `x[T, E, N]` over valid steps, `[N]`."""
-    w = valid[..., None]
-    return jnp.sum(x * w, axis=(0, 1)) / jnp.maximum(jnp.sum(w, axis=(0, 1)), 1.0)
-
-
 def categorical_kl(log_p, log_q):
     """KL(p || q) over the last axis."""
     return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
@@ -154,10 +149,11 @@ def loss_terms(params, critic_params, state: State, batch, old_log_probs, advant
                             jnp.clip(ratio, 1.0 - c.clip, 1.0 + c.clip) * advantages)
     v = C.values(state.critic, critic_params, batch.obs)
     return {
-        "policy_loss": -_masked_mean(surrogate, batch.valid),
-        "kl": _masked_mean(categorical_kl(old_log_probs, lp), batch.valid),
-        "value_loss": _masked_mean(jnp.square(v - targets), batch.valid),
-        "clip_fraction": _masked_mean((jnp.abs(ratio - 1.0) > c.clip).astype(v.dtype), batch.valid),
+        "policy_loss": -masked_mean(surrogate, batch.valid, axis=(0, 1)),
+        "kl": masked_mean(categorical_kl(old_log_probs, lp), batch.valid, axis=(0, 1)),
+        "value_loss": masked_mean(jnp.square(v - targets), batch.valid, axis=(0, 1)),
+        "clip_fraction": masked_mean((jnp.abs(ratio - 1.0) > c.clip).astype(v.dtype), batch.valid,
+                                     axis=(0, 1)),
     }
 
 
@@ -173,8 +169,8 @@ def update(state: State, batch):
     old_lp = log_probs(state.policy, state.params, batch.obs, 0.0)  # batch is from these params
     adv, targets = advantages_and_targets(state, batch)
     if c.normalize_advantages:
-        mean = _masked_mean(adv, batch.valid)
-        std = jnp.sqrt(_masked_mean(jnp.square(adv - mean), batch.valid))
+        mean = masked_mean(adv, batch.valid, axis=(0, 1))
+        std = jnp.sqrt(masked_mean(jnp.square(adv - mean), batch.valid, axis=(0, 1)))
         adv = (adv - mean) / (std + 1e-8)
     adam, adam_critic = optax.adam(c.lr), optax.adam(c.lr_critic)
     grad_fn = jax.grad(total_loss, argnums=(0, 1), has_aux=True)

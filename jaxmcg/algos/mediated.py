@@ -50,9 +50,11 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxmcg import critic as C
 from jaxmcg import distributions as D
 from jaxmcg import spaces
 from jaxmcg.environment import Environment, Wrapper, num_discrete_actions
+from jaxmcg.losses import masked_mean
 from jaxmcg.networks import TorchMLP, apply_per_agent, init_per_agent
 from jaxmcg.policy import flat_obs_dim
 
@@ -234,7 +236,7 @@ def agent_log_probs(state: State, params, obs) -> jax.Array:
 
 
 def agent_values(state: State, params, obs) -> jax.Array:
-    return apply_per_agent(state.nets["critic"], params, obs)[..., 0]
+    return C.values(state.nets["critic"], params, obs)
 
 
 def act(state: State, obs, key, evaluate: bool = False):
@@ -268,12 +270,6 @@ def prepare(batch, num_base_actions: int) -> dict:
             "next_coalition": next_coalition, "not_done": 1.0 - done, "valid": batch.valid}
 
 
-def _mean_valid(x, valid):
-    """Per-agent mean of `x[T, E, N]` over valid steps, `[N]`."""
-    w = valid[..., None]
-    return jnp.sum(x * w, axis=(0, 1)) / jnp.maximum(jnp.sum(w, axis=(0, 1)), 1.0)
-
-
 def agent_td_errors(state: State, critic_params, data) -> jax.Array:
     """delta^i = r^i + gamma (1 - d) V^i(o'^i) - V^i(o^i), `[T, E, N]`, differentiable in V(o) only
     (semi-gradient TD(0); the authors' code also back-propagates through V(o'), a residual gradient
@@ -285,7 +281,7 @@ def agent_td_errors(state: State, critic_params, data) -> jax.Array:
 
 def agent_critic_loss(critic_params, state: State, data) -> jax.Array:
     """Per-agent mean squared TD error over valid steps, `[N]`."""
-    return _mean_valid(jnp.square(agent_td_errors(state, critic_params, data)), data["valid"])
+    return masked_mean(jnp.square(agent_td_errors(state, critic_params, data)), data["valid"], axis=(0, 1))
 
 
 def agent_actor_loss(actor_params, state: State, data, advantages, beta) -> jax.Array:
@@ -293,7 +289,7 @@ def agent_actor_loss(actor_params, state: State, data, advantages, beta) -> jax.
     `[T, E, N]` are constants. H is the full entropy (torch's `Categorical.entropy`)."""
     lp = agent_log_probs(state, actor_params, data["obs"])
     score = -D.log_prob_of(lp, data["choice"]) * jax.lax.stop_gradient(advantages)
-    return _mean_valid(score - beta * D.entropy(lp), data["valid"])
+    return masked_mean(score - beta * D.entropy(lp), data["valid"], axis=(0, 1))
 
 
 def mediator_td_errors(state: State, med_critic_params, data) -> jax.Array:
@@ -309,7 +305,7 @@ def mediator_critic_loss(med_critic_params, state: State, data) -> jax.Array:
     """mean over valid steps of sum_j (delta_med^j)^2, every step whoever delegated (M: `update_mediator`,
     the sum over heads of `MetaAgent.critic_loss`)."""
     sq = jnp.square(mediator_td_errors(state, med_critic_params, data))
-    return jnp.sum(_mean_valid(sq, data["valid"]))
+    return jnp.sum(masked_mean(sq, data["valid"], axis=(0, 1)))
 
 
 def ic_slack(state: State, med_critic_params, data) -> jax.Array:
@@ -344,8 +340,7 @@ def mediator_actor_loss(med_actor_params, state: State, data, advantages, beta) 
     concatenate (M: `update_mediator`), which weighs each pair equally too; 0 if nobody delegated."""
     lp = mediator_log_probs(state, med_actor_params, data["obs"], data["coalition"])
     score = -D.log_prob_of(lp, data["proposal"]) * jax.lax.stop_gradient(advantages)
-    w = data["coalition"] * data["valid"][..., None]
-    return jnp.sum((score - beta * D.entropy(lp)) * w) / jnp.maximum(jnp.sum(w), 1.0)
+    return masked_mean(score - beta * D.entropy(lp), data["coalition"] * data["valid"][..., None])
 
 
 def dual_update(log_lambda, slack, mask, dual_lr, bound):
@@ -356,10 +351,8 @@ def dual_update(log_lambda, slack, mask, dual_lr, bound):
     the Lagrangian's derivative in lambda is g, so a violated constraint (g < 0) raises lambda.
     """
     axes = tuple(range(slack.ndim - 1))
-    count = jnp.sum(mask, axis=axes)
-    mean = jnp.sum(slack * mask, axis=axes) / jnp.maximum(count, 1.0)
-    new = jnp.clip(log_lambda - dual_lr * mean, -bound, bound)
-    return jnp.where(count > 0, new, log_lambda)
+    new = jnp.clip(log_lambda - dual_lr * masked_mean(slack, mask, axis=axes), -bound, bound)
+    return jnp.where(jnp.sum(mask, axis=axes) > 0, new, log_lambda)
 
 
 # --- update ----------------------------------------------------------------------------------------
@@ -412,13 +405,10 @@ def update(state: State, batch):
         log_lambda = dual_update(log_lambda, slacks[0], delegated, c.dual_lr, c.log_lambda_bound)
     new_state = state.replace(params=params, opt_state=opt_state, log_lambda=log_lambda,
                               iteration=state.iteration + 1)
-    n_valid = jnp.maximum(jnp.sum(data["valid"]), 1.0)
-    ic_mean = jnp.sum(slacks[0] * delegated, axis=(0, 1)) / jnp.maximum(
-        jnp.sum(delegated, axis=(0, 1)), 1.0)
     metrics = {f"mediated/{k}": jnp.mean(v, axis=0) for k, v in terms.items()}  # before each step
     metrics.update({
-        "mediated/delegation_rate": jnp.sum(delegated, axis=(0, 1)) / n_valid,  # [N]
-        "mediated/ic_slack": ic_mean,  # [N] mean g_i where agent i delegated
+        "mediated/delegation_rate": masked_mean(data["coalition"], data["valid"], axis=(0, 1)),
+        "mediated/ic_slack": masked_mean(slacks[0], delegated, axis=(0, 1)),  # where i delegated
         "mediated/entropy_coef": beta,
     })
     if c.constrained:
@@ -429,9 +419,7 @@ def update(state: State, batch):
 def eval_metrics(state: State, batch) -> dict:
     """From the evaluation rollout: delegation rate `[N]` and the frequency of each executed game
     action `[N, A]`."""
-    w = batch.valid[..., None]
-    n_valid = jnp.maximum(jnp.sum(batch.valid), 1.0)
-    executed = jax.nn.one_hot(batch.info["executed"], state.num_base_actions) * w[..., None]
-    return {"mediated/eval_delegation_rate": jnp.sum(batch.info["coalition"] * w, axis=(0, 1))
-            / n_valid,
-            "mediated/eval_executed_frequency": jnp.sum(executed, axis=(0, 1)) / n_valid}
+    executed = jax.nn.one_hot(batch.info["executed"], state.num_base_actions)
+    return {"mediated/eval_delegation_rate": masked_mean(batch.info["coalition"], batch.valid,
+                                                         axis=(0, 1)),
+            "mediated/eval_executed_frequency": masked_mean(executed, batch.valid, axis=(0, 1))}
