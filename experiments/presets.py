@@ -167,32 +167,28 @@ _GAME_NAMES = {"pd": "pd", "grid_game": "grid", "rpc": "rpc"}
 # Decentralized DCL with the baselines of the authors' decentralized branch (D11), which produced the
 # paper's curve: on the PD, 7 of 10 seeds reach -2 by 5,000 iterations with them, 1 of 10 without.
 _DEC = {"decentralized": True, "baseline": "code"}
+_DCL_VARIANTS = (("dcl", {}), ("dcl_ic", {"ic_weight": 1.0}), ("dcl_dec", _DEC),
+                 ("dcl_dec_ic", {**_DEC, "ic_weight": 1.0}))
+_BASELINES = (("ippo", "ippo", {}), ("moca", "moca", {}), ("mediated", "mediated", {}),
+              ("mediated", "mediated_c", {"constrained": True}))
 for _game, _name in _GAME_NAMES.items():
-    for _variant, _extra in (("dcl", {}), ("dcl_ic", {"ic_weight": 1.0}),
-                             ("dcl_dec", _DEC),
-                             ("dcl_dec_ic", {**_DEC, "ic_weight": 1.0})):
+    _train = FAMILY_TRAIN[("dcl", _game)]
+    for _variant, _extra in _DCL_VARIANTS:
         _params = {**_DCL[_game], **_extra}
         PRESETS[f"{_variant}-{_name}"] = dict(algo="dcl", env=_game, algo_params=_params,
-                                              train=FAMILY_TRAIN[("dcl", _game)])
+                                              train=_train)
         PRESETS[f"{_variant}-{_name}-code"] = dict(
-            algo="dcl", env=_game, algo_params={**_params, **_CODE_COMPAT},
-            train=FAMILY_TRAIN[("dcl", _game)])
-    PRESETS[f"ippo-{_name}"] = dict(algo="ippo", env=_game, algo_params=_IPPO[_game],
-                                    train=FAMILY_TRAIN[("ippo", _game)])
-    PRESETS[f"moca-{_name}"] = dict(algo="moca", env=_game, algo_params=_IPPO[_game],
-                                    train=FAMILY_TRAIN[("moca", _game)])
-    for _variant, _extra in (("mediated", {}), ("mediated_c", {"constrained": True})):
-        PRESETS[f"{_variant}-{_name}"] = dict(algo="mediated", env=_game,
-                                              algo_params={**_MEDIATED[_game], **_extra},
-                                              train=FAMILY_TRAIN[("mediated", _game)])
-# Many parallel episodes: 16x the paper's batch, same tables and iteration counts (the schedules are
-# per iteration); on a GPU an iteration costs about the same.
-for _game, _name in _GAME_NAMES.items():
-    for _variant, _extra in (("dcl", {}), ("dcl_ic", {"ic_weight": 1.0})):
-        _train = FAMILY_TRAIN[("dcl", _game)]
+            algo="dcl", env=_game, algo_params={**_params, **_CODE_COMPAT}, train=_train)
+    # Many parallel episodes: 16x the paper's batch, same tables and iteration counts (the
+    # schedules are per iteration); on a GPU an iteration costs about the same.
+    for _variant, _extra in _DCL_VARIANTS[:2]:
         PRESETS[f"{_variant}-{_name}-batched"] = dict(
             algo="dcl", env=_game, algo_params={**_DCL[_game], **_extra},
             train={**_train, "n_envs": 16 * _train["n_envs"], "eval_envs": 1024})
+    for _algo, _variant, _extra in _BASELINES:
+        PRESETS[f"{_variant}-{_name}"] = dict(
+            algo=_algo, env=_game, algo_params={**FAMILY_DEFAULTS[(_algo, _game)], **_extra},
+            train=FAMILY_TRAIN[(_algo, _game)])
 for _n in (2, 3, 5, 10):  # Table 8: DCL-IC, 5 seeds
     PRESETS[f"dcl_ic-pgg-{_n}"] = dict(algo="dcl", env="public_goods", env_params={"n_agents": _n},
                                        algo_params=_DCL["public_goods"],
