@@ -49,6 +49,7 @@ from jaxmcg import distributions as D
 from jaxmcg import spaces
 from jaxmcg.algos import ippo
 from jaxmcg.environment import Environment, Wrapper, num_discrete_actions
+from jaxmcg.losses import masked_mean
 from jaxmcg.policy import log_probs
 from jaxmcg.returns import discounted_returns
 from jaxmcg.rollout import Trajectory
@@ -323,16 +324,15 @@ def contract_metrics(batch, num_contracts_: int, num_actions: int) -> dict:
     contracts in force's frequencies `[C]`, each agent's mean transfer received per episode `[N]`,
     and the game actions' frequencies `[N, A]` (the contracting step excluded)."""
     info, first = batch.info, batch.valid[0]
-    share = lambda x: jnp.sum(x * first[:, None], 0) / jnp.maximum(jnp.sum(first), 1.0)
+    share = lambda x: masked_mean(x, first, axis=0)  # noqa: E731
     game = game_steps(batch)
-    w = game.valid[..., None]
-    moves = jax.nn.one_hot(game.action, num_actions) * w[..., None]
+    moves = jax.nn.one_hot(game.action, num_actions)
     return {
         "moca/acceptance_rate": share(info["agreed"][0][:, None].astype(jnp.float32))[0],
         "moca/proposal_frequency": share(jax.nn.one_hot(info["proposal"][0], num_contracts_)),
         "moca/contract_frequency": share(jax.nn.one_hot(info["contract"][0], num_contracts_)),
         "moca/mean_transfer": jnp.mean(jnp.sum(info["transfer"] * batch.valid[..., None], 0), 0),
-        "moca/action_frequency": jnp.sum(moves, (0, 1)) / jnp.maximum(jnp.sum(game.valid), 1.0),
+        "moca/action_frequency": masked_mean(moves, game.valid, axis=(0, 1)),
     }
 
 
