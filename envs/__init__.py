@@ -19,3 +19,9 @@ register_env("grid_game-v0", "envs.grid_game:GridGame")
 register_env("public_goods-v0", "envs.public_goods:PublicGoods")
 register_env("cleanup-7x7-v0", "envs.cleanup:Cleanup", map_name="7x7")  # thesis §5.4
 register_env("cleanup-10x10-v0", "envs.cleanup:Cleanup", map_name="10x10")
+# D3C's differentiable games (d3c.md §2.1-2.3): `losses(x, params) -> [n]`, not Markov games
+register_env("braess-v0", "envs.braess:Braess")
+register_env("convex_pd-v0", "envs.convex_pd:ConvexPD")
+register_env("nash_paradox-v0", "envs.analytic_games:NashParadox")
+register_env("efficient_unfair-v0", "envs.analytic_games:EfficientUnfair")
+register_env("election-v0", "envs.analytic_games:Election")

@@ -194,6 +194,29 @@ for _n in (2, 3, 5, 10):  # Table 8: DCL-IC, 5 seeds
                                        algo_params=_DCL["public_goods"],
                                        train=FAMILY_TRAIN[("dcl", "public_goods")])
 
+# D3C, exact version on the differentiable games (d3c.md A3: the paper gives no rates or budgets
+# for them; these are the values its §7 checks used). n_envs means nothing there: one joint
+# strategy per seed, the --seeds flag gives the runs.
+_D3C_GAME = {"n_envs": 1, "eval_envs": 1, "log_every": 100}
+for _game, _steps, _params in (("braess", 3000, {"lr_x": 0.01}), ("convex_pd", 3000, {}),
+                               ("election", 1000, {}), ("nash_paradox", 3000, {}),
+                               ("efficient_unfair", 3000, {"epsilon": 0.0})):
+    FAMILY_DEFAULTS[("d3c", _game)] = _params
+    FAMILY_TRAIN[("d3c", _game)] = {**_D3C_GAME, "iterations": _steps}
+# Fig. 2-3 (Braess, with and without the shortcut), Fig. 5 / 13 / 14 (convex PD), F.5, F.6; the
+# gradient-descent baselines are the same runs with mixing off. The papers use 1000 runs.
+for _name, _env, _env_params, _extra in (
+        ("braess", "braess", {}, {}), ("braess-noshortcut", "braess", {"shortcut": False}, {}),
+        ("pd-10", "convex_pd", {"n_agents": 10}, {}), ("pd-2", "convex_pd", {"n_agents": 2}, {}),
+        ("pd-10-c1_9", "convex_pd", {"n_agents": 10, "c": 1 / 9}, {}),
+        ("election", "election", {}, {}), ("game2", "efficient_unfair", {}, {})):
+    for _algo_name, _mix in (("d3c", True), ("gd", False)):
+        PRESETS[f"{_algo_name}-{_name}"] = dict(
+            algo="d3c", env=_env, env_params=_env_params,
+            algo_params={**FAMILY_DEFAULTS[("d3c", _env)], **_extra, "mixing": _mix},
+            train={**FAMILY_TRAIN[("d3c", _env)], "iterations": 3000 if _name == "pd-10-c1_9"
+                   else FAMILY_TRAIN[("d3c", _env)]["iterations"]})
+
 
 def family_defaults(algo: str, env_id: str) -> dict:
     """`FAMILY_DEFAULTS` of `algo` on the family of `env_id` (the id up to its first '-')."""

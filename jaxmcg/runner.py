@@ -78,7 +78,8 @@ def summarize(lines: list[dict], n_seeds: int, target: float | None, window: int
         [np.mean([r["collective_return"] for r in rows[-last[s]:]]) for s, rows in enumerate(per_seed)]
     )
     out["final_collective_return"] = _stats([rows[-1]["collective_return"] for rows in per_seed])
-    for key in [k for k in per_seed[0][-1] if k.endswith("total_return") or k == "designer_return"]:
+    for key in [k for k in per_seed[0][-1] if k.endswith("total_return")
+                or k in ("designer_return", "ratio_to_optimum")]:
         out[key] = _stats([np.sum(rows[-1][key]) for rows in per_seed])
     out["episode_return/mean"] = np.mean(
         [rows[-1]["episode_return/mean"] for rows in per_seed], axis=0).tolist()

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxmcg.differentiable import is_differentiable_game
 from jaxmcg.rollout import episode_returns, episode_rollout
 
 
@@ -83,6 +84,8 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
     `jax.vmap(train)(keys)` trains several seeds at once; so do `vmap(init)` and `vmap(chunk)`.
     """
     train_config.validate()
+    if is_differentiable_game(env):
+        return _make_train_game(algo, env, env_params, config, train_config)
     if hasattr(algo, "wrap_env"):
         env = algo.wrap_env(env, config)
     num_steps = train_config.num_steps or env.horizon(env_params)
@@ -138,3 +141,35 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
 
     return Train(init=init, chunk=chunk, n_chunks=train_config.iterations // train_config.log_every,
                  env=env)
+
+
+def _make_train_game(algo, game, params, config, train_config: TrainConfig) -> Train:
+    """The loop for a differentiable game: an iteration is one simultaneous step of every player's
+    strategy (and whatever the algorithm learns beside it, e.g. D3C's mixing rows), through the
+    algorithm's `game_init(key, game, params, config)` and `game_update(state, game, params,
+    config) -> (state, metrics)`. Returns are negated losses, so the logged `collective_return` is
+    minus the total loss at the last step of the chunk."""
+    if not hasattr(algo, "game_update"):
+        raise ValueError(f"{algo.__name__} does not learn in differentiable games such as "
+                         f"{game.name}; use a Markov game (jaxmcg.list_envs())")
+
+    def init(key):
+        key, init_key = jax.random.split(key)
+        return RunnerState(algo.game_init(init_key, game, params, config), key,
+                           jnp.zeros((), jnp.int32))
+
+    def iteration(runner: RunnerState, _):
+        state, metrics = algo.game_update(runner.algo_state, game, params, config)
+        return runner.replace(algo_state=state, iteration=runner.iteration + 1), metrics
+
+    def chunk(runner: RunnerState):
+        runner, metrics = jax.lax.scan(iteration, runner, None, train_config.log_every)
+        metrics = jax.tree_util.tree_map(lambda x: x[-1], metrics)
+        metrics["episode_return/mean"] = -metrics["losses"]
+        metrics["collective_return"] = -metrics["total_loss"]
+        metrics["iteration"] = runner.iteration
+        metrics["env_steps"] = jnp.asarray(train_config.log_every, jnp.float32)
+        return runner, metrics
+
+    return Train(init=init, chunk=chunk, n_chunks=train_config.iterations // train_config.log_every,
+                 env=game)

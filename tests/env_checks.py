@@ -13,6 +13,7 @@ import numpy as np
 
 import jaxmcg
 from jaxmcg import spaces
+from jaxmcg.differentiable import is_differentiable_game
 
 
 def _rollout(env, params, n_envs: int, n_steps: int):
@@ -74,6 +75,8 @@ def check_env(env_id: str, n_envs: int = 1024, n_steps: int = 20, seed: int = 0,
     Runs `n_steps` random steps of `n_envs` vmapped environments.
     """
     env, params = jaxmcg.make(env_id, **overrides)
+    if is_differentiable_game(env):
+        return check_differentiable_game(env, params, n_envs, seed), params
     n = env.num_agents
     obs_space, act_space = env.observation_space(params), env.action_space(params)
 
@@ -138,3 +141,19 @@ class FlatEnv:
 
     def action_space(self, params=None):
         return spaces.Discrete(3)
+
+
+def check_differentiable_game(game, params, n_runs: int = 1024, seed: int = 0):
+    """The differentiable-game contract: `init_strategies` gives `[n, d]`, `losses` is `[n]`, finite,
+    jit- and vmap-able over strategies, with finite gradients; `project` keeps the shape."""
+    n, d = game.num_agents, game.strategy_dim
+    keys = jax.random.split(jax.random.PRNGKey(seed), n_runs)
+    x = jax.vmap(game.init_strategies, in_axes=(0, None))(keys, params)
+    assert x.shape == (n_runs, n, d), f"strategies {x.shape} != {(n_runs, n, d)}"
+    losses = jax.jit(jax.vmap(game.losses, in_axes=(0, None)))(x, params)
+    assert losses.shape == (n_runs, n), losses.shape
+    assert np.isfinite(np.asarray(losses)).all(), "non-finite losses"
+    jac = jax.jit(jax.vmap(game.loss_jacobian, in_axes=(0, None)))(x, params)
+    assert jac.shape == (n_runs, n, n, d) and np.isfinite(np.asarray(jac)).all()
+    assert jax.vmap(game.project, in_axes=(0, None))(x, params).shape == x.shape
+    return game
