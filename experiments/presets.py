@@ -217,6 +217,20 @@ for _name, _env, _env_params, _extra in (
             train={**FAMILY_TRAIN[("d3c", _env)], "iterations": 3000 if _name == "pd-10-c1_9"
                    else FAMILY_TRAIN[("d3c", _env)]["iterations"]})
 
+# D3C, ES version around RL learners: Table 1 rows (L1092-1096).
+D3C_TYB_ROW = {"lr_mixing": 1.0, "perturbation": 1.0, "kl_weight": 0.0, "trial_min": 10,
+               "trial_max": 20, "epsilon": 0.0}
+D3C_GRID_ROW = {"lr_mixing": 1e-3, "perturbation": 0.1, "kl_weight": 1e-6, "trial_min": 5,
+                "trial_max": 10, "epsilon": 100.0}  # Coins, Cleanup, HarvestPatch
+# The 2-player iterated PD with independent PG learners (issue 6's ES check; not a paper figure):
+# PG lr 0.05 at 64 episodes per update; 10 seeds, rho = 2 -> 1.0 by ~10k iterations.
+for _mode, _name in (("d3c", "d3c"), ("cooperation", "cooperation"), ("selfish", "pg")):
+    PRESETS[f"{_name}-ipd"] = dict(
+        algo="d3c", env="ipd",
+        algo_params={**D3C_TYB_ROW, "learner": "pg", "learner_params": (("lr", 0.05),),
+                     "mode": _mode},
+        train={"n_envs": 64, "iterations": 20_000, "log_every": 500, "eval_envs": 256})
+
 
 def family_defaults(algo: str, env_id: str) -> dict:
     """`FAMILY_DEFAULTS` of `algo` on the family of `env_id` (the id up to its first '-')."""

@@ -112,10 +112,14 @@ def resolve(args) -> dict:
     algo_params = family_defaults(algo_name, env_id)
     if algo_name == preset.get("algo"):
         algo_params.update(preset.get("algo_params", {}))
-    for k, v in _split_pairs(args.algo_param, "--algo-param").items():
+    pairs = _split_pairs(args.algo_param, "--algo-param")
+    for k, v in pairs.items():
+        if "." in k:
+            continue
         if k not in fields:
             raise UsageError(f"unknown --algo-param {k!r} for {algo_name}; valid: {', '.join(fields)}")
         algo_params[k] = _parse_value(k, v, fields[k])
+    _learner_params(algo_params, fields, {k: v for k, v in pairs.items() if "." in k})
     config = algo.Config(**algo_params)
     if hasattr(config, "validate"):
         if "num_agents" in inspect.signature(config.validate).parameters:
@@ -143,6 +147,25 @@ def resolve(args) -> dict:
         "algo_config": _jsonable(dataclasses.asdict(config)), "algo_params": _jsonable(algo_params),
         "train": train, "seeds": seeds, "seed": args.seed, "preset": args.preset,
     }
+
+
+def _learner_params(algo_params: dict, fields: dict, dotted: dict) -> None:
+    """`learner.NAME=VALUE` pairs for algorithms that wrap a learner (D3C's ES version): typed by
+    the learner's Config and merged into `learner_params`."""
+    if not dotted:
+        return
+    if "learner_params" not in fields:
+        raise UsageError(f"--algo-param {next(iter(dotted))!r}: this algorithm has no learner")
+    learner = jaxmcg.get_algo(algo_params.get("learner", fields["learner"]))
+    learner_fields = {f.name: f.default for f in dataclasses.fields(learner.Config)}
+    merged = dict(algo_params.get("learner_params", ()))
+    for k, v in dotted.items():
+        prefix, name = k.split(".", 1)
+        if prefix != "learner" or name not in learner_fields:
+            raise UsageError(f"unknown --algo-param {k!r}; valid: learner.NAME with NAME one of "
+                             f"{', '.join(learner_fields)}")
+        merged[name] = _parse_value(k, v, learner_fields[name])
+    algo_params["learner_params"] = tuple(merged.items())
 
 
 def _largest_divisor_at_most(n: int, cap: int) -> int:

@@ -226,3 +226,49 @@ def test_cli_runs_exact_d3c_on_braess(tmp_path, capsys):
     assert summary["ratio_to_optimum"]["mean"] <= 1.05
     assert run.main(["--algo", "d3c", "--env", "escape_room"]) == 2
     assert "Markov game" in capsys.readouterr().err
+
+
+def _es_train(mode, iterations, seeds=4, **kw):
+    from jaxmcg.train import TrainConfig, make_train
+
+    env, params = jaxmcg.make("ipd")
+    config = d3c.Config(learner="pg", learner_params=(("lr", 0.05),), mode=mode, **kw)
+    d3c.check_env(env, params, config)
+    train = make_train(d3c, env, params, config,
+                       TrainConfig(n_envs=64, iterations=iterations, log_every=iterations // 4,
+                                   eval_envs=256))
+    return jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
+
+
+def test_es_wrapper_trains_the_learner_on_mixed_rewards():
+    # cooperation (A = 1/n fixed) makes the IPD a common-payoff game: PG agents learn to cooperate
+    # (-2 per round, -10 per 5-round episode); selfish agents (A = I) learn to defect (-20)
+    _, coop = _es_train("cooperation", 400)
+    _, selfish = _es_train("selfish", 400)
+    assert np.asarray(coop["collective_return"][:, -1]).min() >= -10.5
+    assert np.asarray(selfish["collective_return"][:, -1]).max() <= -19.5
+    np.testing.assert_allclose(coop["d3c/self_weight"][:, -1], 0.5)
+
+
+def test_es_d3c_lowers_the_price_of_anarchy_of_pg_learners_on_the_ipd():
+    # Table 1's TYB row with epsilon 0.5 (the row's epsilon 0 needs ~10k iterations: slow suite).
+    # PG learners alone reach mutual defection, rho = 20/10 = 2, within ~200 iterations.
+    runner, m = _es_train("d3c", 1600, lr_mixing=1.0, perturbation=1.0, epsilon=0.5,
+                          trial_min=10, trial_max=20)
+    rho = -np.asarray(m["collective_return"]) / 10.0  # [seeds, logged points]
+    assert rho[:, 0].mean() > 1.5, rho
+    assert rho[:, -1].mean() <= 1.3, rho
+    assert (np.asarray(m["d3c/trials_done"]).sum(axis=1) > 0).all()
+    assert np.isfinite(np.asarray(runner.algo_state.es.log_mixing)).all()
+
+
+def test_es_learner_must_be_a_single_update_jaxmcg_algorithm():
+    env, params = jaxmcg.make("ipd")
+    with pytest.raises(ValueError, match="learner='sarsa' is not a jaxmcg algorithm"):
+        d3c.check_env(env, params, d3c.Config(learner="sarsa"))
+    with pytest.raises(ValueError, match="several phases"):
+        d3c.check_env(env, params, d3c.Config(learner="lio"))
+    with pytest.raises(ValueError, match=r"unknown learner parameter\(s\) \['nope'\]"):
+        d3c.check_env(env, params, d3c.Config(learner="pg", learner_params=(("nope", 1),)))
+    with pytest.raises(ValueError, match="mode='team'"):
+        d3c.Config(mode="team").validate()

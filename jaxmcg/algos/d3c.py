@@ -25,7 +25,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxmcg import registry
 from jaxmcg.differentiable import DifferentiableGame
+from jaxmcg.rollout import episode_returns
+
+MODES = ("d3c", "cooperation", "selfish")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +42,19 @@ class Config:
     logit_clip: tuple = (-5.0, 5.0)  # [l, h] (Table 1); used in all domains (A6)
     init_self_weight: float = 0.99  # A^0_ii (Table 1)
     mixing: bool = True  # False: simultaneous gradient descent on the original losses (A = I)
-    # ES version (Table 1, Coins/Cleanup/HarvestPatch row)
+    # ES version for RL learners. Table 1 has two rows, set by the presets and family defaults:
+    # TYB (lr_mixing 1, perturbation 1, kl 0, trials 10-20, epsilon 0) and Coins / Cleanup /
+    # HarvestPatch (lr_mixing 1e-3, perturbation 0.1, kl 1e-6, trials 5-10, epsilon 100).
     perturbation: float = 0.1  # delta
-    trial_min: int = 5  # tau_min
+    trial_min: int = 5  # tau_min, in learner iterations (one update on a batch of episodes, A8)
     trial_max: int = 10  # tau_max
+    learner: str = "ac"  # any registered single-update jaxmcg algorithm
+    learner_params: tuple = ()  # (name, value) pairs for the learner's Config (CLI: learner.NAME=V)
+    mode: str = "d3c"  # "d3c"; "cooperation": A = 1/n fixed (the paper's upper baseline); "selfish": A = I
+    es_return: str = "mixed"  # g of Algorithm 1: the mixed (default, A11) or "raw" undiscounted return
+
+    def __post_init__(self):  # JSON round trips turn the pairs into lists; keep them hashable
+        object.__setattr__(self, "learner_params", tuple(tuple(p) for p in self.learner_params))
 
     def validate(self, num_agents: int | None = None) -> None:
         for name in ("lr_x", "lr_mixing", "perturbation"):
@@ -57,18 +70,49 @@ class Config:
         if not 0 < self.init_self_weight < 1:
             raise ValueError(f"init_self_weight={self.init_self_weight!r} is invalid: must be in "
                              "(0, 1) (mirror descent needs the interior of the simplex)")
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r} is invalid; valid: {', '.join(MODES)}")
+        if self.es_return not in ("mixed", "raw"):
+            raise ValueError(f"es_return={self.es_return!r} is invalid; valid: mixed, raw")
         if not 1 <= self.trial_min <= self.trial_max:
             raise ValueError(f"trial_min={self.trial_min}, trial_max={self.trial_max} are invalid: "
                              "need 1 <= trial_min <= trial_max")
 
 
+def learner_module(config: Config):
+    """The learner algorithm module, or ValueError if `config.learner` cannot be one."""
+    valid = [a for a in registry.list_algos() if a != "d3c"]
+    if config.learner not in valid:
+        raise ValueError(f"learner={config.learner!r} is not a jaxmcg algorithm; valid: "
+                         f"{', '.join(valid)}")
+    module = registry.get_algo(config.learner)
+    if hasattr(module, "phases") or hasattr(module, "wrap_env"):
+        raise ValueError(f"learner={config.learner!r} has several phases or wraps its environment; "
+                         "D3C mixes the rewards of one update per iteration (e.g. pg, ac, ippo)")
+    return module
+
+
+def learner_config(config: Config):
+    """The learner's Config from `config.learner_params`, validated."""
+    module = learner_module(config)
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    params = dict(config.learner_params)
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise ValueError(f"unknown learner parameter(s) {unknown} for {config.learner}; valid: "
+                         f"{', '.join(sorted(fields))}")
+    return module.Config(**params)
+
+
 def check_env(env, env_params, config: Config) -> None:
-    """The exact version needs a differentiable game; the ES version for RL learners is not yet
-    wired to the train loop."""
-    if not isinstance(env, DifferentiableGame):
-        raise ValueError(f"d3c runs on differentiable games (braess, convex_pd, nash_paradox, "
-                         f"efficient_unfair, election); {env.name} is a Markov game, for which "
-                         "the ES version (es_init/es_step) is not yet in the train loop")
+    """Differentiable games run the exact version; Markov games the ES version around a learner."""
+    if isinstance(env, DifferentiableGame):
+        return
+    if env.num_agents < 2:
+        raise ValueError(f"D3C mixes rewards between agents; {env.name} has one agent")
+    lc = learner_config(config)
+    if hasattr(lc, "validate"):
+        lc.validate()
 
 
 def initial_mixing(num_agents: int, self_weight: float = 0.99) -> jax.Array:
@@ -234,3 +278,67 @@ def es_step(key, state: ESState, returns: jax.Array, config: Config):
     metrics = {"trial_done": done, "rho_estimate": jnp.where(done, rho, 0.0),
                "self_weight": jnp.diag(jnp.exp(log_mixing))}
     return new, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# ES version around an RL learner: the jaxmcg algorithm contract
+
+
+@struct.dataclass
+class State:
+    learner_state: object
+    es: ESState
+    key: jax.Array
+    config: Config = struct.field(pytree_node=False)
+    learner: object = struct.field(pytree_node=False)
+
+
+def init(key, env, env_params, config: Config) -> State:
+    learner = learner_module(config)
+    k_learner, k_es, key = jax.random.split(key, 3)
+    learner_state = learner.init(k_learner, env, env_params, learner_config(config))
+    es = es_init(k_es, env.num_agents, config)
+    return State(learner_state=learner_state, es=es, key=key, config=config, learner=learner)
+
+
+def act(state: State, obs, key, evaluate: bool = False):
+    return state.learner.act(state.learner_state, obs, key, evaluate=evaluate)
+
+
+def current_mixing(state: State) -> jax.Array:
+    """The matrix the learners train on now: the perturbed rows of the running trials for D3C."""
+    n = state.es.log_mixing.shape[0]
+    if state.config.mode == "cooperation":
+        return jnp.full((n, n), 1.0 / n)
+    if state.config.mode == "selfish":
+        return jnp.eye(n)
+    return state.es.trial_mixing
+
+
+def update(state: State, batch):
+    """Algorithm 3 then Algorithm 1: one learner update on rewards mixed by the perturbed rows,
+    then each agent's trial bookkeeping with its (batch-mean, undiscounted) episode return."""
+    c = state.config
+    mixed = batch.replace(reward=mix_rewards(batch.reward, current_mixing(state)))
+    learner_state, metrics = state.learner.update(state.learner_state, mixed)
+    g = jnp.mean(episode_returns(mixed if c.es_return == "mixed" else batch), axis=0)
+    key, k = jax.random.split(state.key)
+    es, es_metrics = es_step(k, state.es, g, c) if c.mode == "d3c" else (state.es, {})
+    a = jnp.exp(es.log_mixing) if c.mode == "d3c" else current_mixing(state)
+    n = a.shape[0]
+    off = ~jnp.eye(n, dtype=bool)
+    diag = jnp.diag(a)
+    metrics = {**metrics, "d3c/mixed_return": g, "d3c/self_weight": diag,
+               # relative attention (A10): row ratio (what agent i sets) and column ratio (what
+               # its learner optimises), averaged over the others
+               "d3c/attention_row": jnp.log(diag) - jnp.sum(jnp.log(a) * off, 1) / (n - 1),
+               "d3c/attention_col": jnp.log(diag) - jnp.sum(jnp.log(a) * off, 0) / (n - 1)}
+    if es_metrics:
+        metrics["d3c/trials_done"] = es_metrics["trial_done"].astype(jnp.float32)
+    return state.replace(learner_state=learner_state, es=es, key=key), metrics
+
+
+def eval_metrics(state: State, batch):
+    if hasattr(state.learner, "eval_metrics"):
+        return state.learner.eval_metrics(state.learner_state, batch)
+    return {}
