@@ -3,6 +3,7 @@
     python -m experiments.run --algo lio --env escape_room --n_envs 4096
     python -m experiments.run --preset lio-er-3-2-batched --seeds 5
     python -m experiments.run --resume runs/lio-escape_room-20261120-120000
+    python -m experiments.run --algo mge_f --env pursuit-3   # solvers: see experiments.solve
 
 Writes config.json, metrics.jsonl, summary.json and orbax checkpoints to --out (see README).
 Every input is checked before anything is compiled.
@@ -62,6 +63,7 @@ def _split_pairs(pairs, flag):
 def build_parser() -> argparse.ArgumentParser:
     epilog = (
         f"algorithms: {', '.join(jaxmcg.list_algos())}\n"
+        "equilibrium solvers of tabular games (experiments.solve): mge_f, mmce_f, mge_i, mge_fb\n"
         f"environments: {', '.join(jaxmcg.list_envs())}\n"
         f"presets: {', '.join(sorted(PRESETS))}"
     )
@@ -180,6 +182,16 @@ def _jsonable(x):
     return x
 
 
+def _solver_requested(argv) -> bool:
+    """Whether `--algo` names one of experiments.solve's equilibrium solvers (mge_f, ...)."""
+    from experiments.solve import SOLVERS
+
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--algo")
+    known, _ = peek.parse_known_args(argv)
+    return known.algo in SOLVERS
+
+
 def _git_commit() -> str | None:
     try:
         here = os.path.dirname(os.path.abspath(__file__))
@@ -190,6 +202,11 @@ def _git_commit() -> str | None:
 
 
 def main(argv=None, _stop_after_chunks: int | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _solver_requested(argv):  # exact solvers of tabular games: experiments.solve
+        from experiments import solve
+
+        return solve.main(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.resume:

@@ -236,6 +236,12 @@ class TabularEnv(Environment):
 
     game: TabularGame
     horizon_default: int = 20
+    action_names: tuple = ()  # for printing policies; default "a0", "a1", ...
+    agent_names: tuple = ()  # default "agent 0", ...
+
+    def describe_state(self, joint_state: int) -> str:
+        """A readable form of a joint state index (subclasses decode positions)."""
+        return f"state {int(joint_state)}"
 
     @property
     def num_agents(self) -> int:

@@ -1,0 +1,212 @@
+"""Solve a tabular Markov game for its equilibrium of exploring agents (mge.md §1) and print the
+policies, values, residuals and uniqueness conditions.
+
+    python -m experiments.solve --solver mge_f --env pursuit-3 --env-param start=I2 --alpha 0.6
+    python -m experiments.solve --solver mmce_f --env hw_grid2 --horizon 20
+    python -m experiments.solve --solver mge_i --env hw_grid1 --gamma 0.9 --alpha 0.2
+    python -m experiments.solve --solver mge_fb --env driving_junction
+    python -m experiments.run --algo mge_f --env pursuit-3     # the same, through the run CLI
+
+Solvers: `mge_f` (MGE-F, Alg. 2 with the damped update), `mmce_f` (the same with the log-sum-exp
+value, Theorem 4), `mge_i` (MGE-I, Alg. 1), `mge_fb` (the occupancy-measure game, Alg. 3; for
+environments with `occupancy_game`). Policies are printed at `--state` (joint state indices) or, by
+default, at the initial states when there are at most 8 of them. `--out DIR` also writes
+`solution.npz` and `summary.json`. Every input is checked before anything is compiled.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+import jaxmcg
+import jaxmcg.registry
+from experiments.run import UsageError, _parse_value, _split_pairs
+
+SOLVERS = ("mge_f", "mmce_f", "mge_i", "mge_fb")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.solve", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--solver", "--algo", dest="solver", required=True, help=", ".join(SOLVERS))
+    p.add_argument("--env", required=True)
+    p.add_argument("--env-param", "--env_param", action="append", dest="env_param", default=[])
+    p.add_argument("--beta", type=float, default=1.0, help="inverse temperature (paper: 1)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="damping of eq. 14 (default 0.5 for mge_f/mmce_f, 0.2 for mge_i)")
+    p.add_argument("--eps", type=float, default=None, help="stopping tolerance (1e-6 in float64, "
+                   "1e-5 in float32, mge.md §6 #12)")
+    p.add_argument("--max-iter", "--max_iter", type=int, default=10_000, dest="max_iter")
+    p.add_argument("--horizon", type=int, default=None, help="decisions T (default: the env's)")
+    p.add_argument("--gamma", type=float, default=0.9, help="discount of mge_i")
+    p.add_argument("--order", default="jacobi", choices=("jacobi", "gs"))
+    p.add_argument("--eta", type=float, default=None, help="mge_fb damping (default: the env's)")
+    p.add_argument("--iters", type=int, default=None, help="mge_fb outer iterations K")
+    p.add_argument("--state", type=int, action="append", default=[], help="joint state to print")
+    p.add_argument("--float32", action="store_true", help="solve in float32 (default float64)")
+    p.add_argument("--out")
+    return p
+
+
+def _make(args):
+    env_id = jaxmcg.resolve_env_id(args.env)
+    defaults = jaxmcg.registry.env_defaults(env_id)
+    overrides = {}
+    for k, v in _split_pairs(args.env_param, "--env-param").items():
+        if k not in defaults:
+            raise UsageError(f"unknown --env-param {k!r} for {env_id}; valid: {', '.join(defaults)}")
+        overrides[k] = _parse_value(k, v, defaults[k])
+    env, params = jaxmcg.make(env_id, **overrides)
+    return env_id, env, params
+
+
+def _check(args):
+    if args.solver not in SOLVERS:
+        raise UsageError(f"unknown solver {args.solver!r}; valid: {', '.join(SOLVERS)}")
+    if not args.beta > 0:
+        raise UsageError(f"--beta={args.beta} is invalid: must be > 0")
+    if args.alpha is not None and not 0 < args.alpha <= 1:
+        raise UsageError(f"--alpha={args.alpha} is invalid: must be in (0, 1]")
+    if args.eps is not None and not args.eps > 0:
+        raise UsageError(f"--eps={args.eps} is invalid: must be > 0")
+    if args.horizon is not None and args.horizon < 1:
+        raise UsageError(f"--horizon={args.horizon} is invalid: must be >= 1")
+
+
+def solve_tabular(args, env_id, env, params) -> dict:
+    import jax
+
+    from jaxmcg import mge
+
+    game = params.game
+    if not args.float32:
+        game = jax.tree_util.tree_map(
+            lambda x: x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x, game)
+    eps = args.eps or (1e-5 if args.float32 else 1e-6)
+    horizon = args.horizon or env.horizon(params)
+    t0 = time.perf_counter()
+    if args.solver == "mge_i":
+        alpha = 0.2 if args.alpha is None else args.alpha
+        sol = mge.mge_infinite(game, args.gamma, args.beta, alpha, eps, args.max_iter,
+                               order=args.order)
+        checks = {"theorem1": mge.theorem1(game, args.gamma, args.beta)}
+    else:
+        alpha = 0.5 if args.alpha is None else args.alpha
+        value = "lse" if args.solver == "mmce_f" else "expect"
+        sol = mge.mge_finite(game, horizon, args.beta, alpha, eps, args.max_iter, value, args.order)
+        cert = mge.certificate(game, sol, args.beta)
+        checks = {"theorem2": mge.theorem2(game, horizon, args.beta),
+                  "certificate": {"value": np.asarray(cert["value"]).tolist(),
+                                  "holds": np.asarray(cert["holds"]).tolist()}}
+    sol = jax.tree_util.tree_map(np.asarray, sol)
+    wall = time.perf_counter() - t0
+
+    names = env.action_names or tuple(f"a{k}" for k in range(game.num_actions))
+    agents = env.agent_names or tuple(f"agent {i}" for i in range(game.num_agents))
+    init = np.nonzero(np.asarray(game.init_dist))[0]
+    states = args.state or (init.tolist() if len(init) <= 8 else [])
+    infinite = args.solver == "mge_i"
+    print(f"{args.solver} on {env_id}: beta={args.beta} alpha={alpha} eps={eps:g} order={args.order}"
+          + (f" gamma={args.gamma}" if infinite else f" T={horizon}")
+          + f" ({'float32' if args.float32 else 'float64'}, {wall:.2f} s with compile)")
+    iters, res, conv = (np.atleast_1d(x) for x in (sol.iterations, sol.residual, sol.converged))
+    print("stage  iterations  residual   converged" + ("" if infinite else "  certificate L"))
+    for t in range(len(iters)):
+        cert_t = "" if infinite else f"  {checks['certificate']['value'][t]:.3g}"
+        print(f"{t:5d}  {int(iters[t]):10d}  {float(res[t]):.2e}  {'yes' if conv[t] else 'NO':>9}"
+              + cert_t)
+    for name, c in checks.items():
+        if "bound" in c:
+            print(f"{name}: max |R| = {c['value']:.4g} vs bound {c['bound']:.4g} -> "
+                  f"{'holds' if c['holds'] else 'violated'}"
+                  + ("" if c["holds"] else f" ({c['value'] / max(c['bound'], 1e-300):.0f}x)"))
+    if not infinite:
+        ok = all(checks["certificate"]["holds"])
+        print(f"certificate (max_x L^tau_x < 1 at every stage): {'holds' if ok else 'violated'}; "
+              "without it the equilibrium found may not be unique (mge.md §1.5)")
+    for s in states:
+        print(f"\n{env.describe_state(s)} (joint state {s})" + ("" if infinite else ", tau = 0"))
+        for i in range(game.num_agents):
+            pi = sol.pi[i, s] if infinite else sol.pi[0, i, s]
+            v = sol.value[i, s] if infinite else sol.value[0, i, s]
+            mask = np.asarray(game.action_mask[i, s])
+            shown = "  ".join(f"{n} {p:.3f}" for n, p, ok in zip(names, pi, mask) if ok)
+            print(f"  {agents[i]:>10}: {shown}   value {v:.4f}")
+    return {"solver": args.solver, "env": env_id, "beta": args.beta, "alpha": alpha, "eps": eps,
+            "horizon": None if infinite else horizon, "gamma": args.gamma if infinite else None,
+            "iterations": iters.tolist(), "residual": res.tolist(), "converged": conv.tolist(),
+            "checks": checks, "wall_time_s": wall}, sol
+
+
+def solve_fb(args, env_id, env, params) -> dict:
+    import jax
+
+    from jaxmcg import mge_fb
+
+    og = env.occupancy_game(params)
+    defaults = getattr(env, "solver_defaults", {})
+    kw = {"beta": args.beta}
+    for name, value in (("eta", args.eta), ("num_iters", args.iters)):
+        if value is not None:
+            kw[name] = value
+        elif name in defaults:
+            kw[name] = defaults[name]
+    horizon = args.horizon or env.horizon(params)
+    t0 = time.perf_counter()
+    sol = jax.tree_util.tree_map(np.asarray, mge_fb.mge_fb(og, horizon, **kw))
+    wall = time.perf_counter() - t0
+    res = np.asarray(sol.residual)
+    print(f"mge_fb on {env_id}: T={horizon} {kw} ({wall:.2f} s with compile)")
+    print(f"residual after {len(res)} sweeps: {res[-1]:.3g} (first {res[0]:.3g})")
+    names = env.action_names if getattr(env, "action_names", ()) else None
+    for i in range(og.x0.shape[0]):
+        pi = sol.policy[i, 0, int(og.x0[i])]
+        labels = names or tuple(f"a{k}" for k in range(len(pi)))
+        print(f"  agent {i} at cell {int(og.x0[i])}, tau = 0: "
+              + "  ".join(f"{n} {p:.3f}" for n, p in zip(labels, pi)))
+    return {"solver": "mge_fb", "env": env_id, "horizon": horizon, **{k: float(v) for k, v in kw.items()},
+            "residual_last": float(res[-1]), "wall_time_s": wall}, sol
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _check(args)
+        env_id, env, params = _make(args)
+        if args.solver == "mge_fb" and not hasattr(env, "occupancy_game"):
+            raise UsageError(f"mge_fb needs an occupancy-measure game; {env_id} has none "
+                             "(valid: driving_junction)")
+        if args.solver != "mge_fb" and not hasattr(params, "game"):
+            raise UsageError(f"{args.solver} needs a tabular Markov game; {env_id} is not one "
+                             "(valid: pursuit-2, pursuit-3, rabbit_hole, hw_grid1, hw_grid2)")
+        for s in args.state:
+            if args.solver != "mge_fb" and not 0 <= s < params.game.num_states:
+                raise UsageError(f"--state={s} is invalid: joint states are 0..{params.game.num_states - 1}")
+    except (UsageError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import jax
+
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", not args.float32)  # restored: main() may run in-process
+    try:
+        solve = solve_fb if args.solver == "mge_fb" else solve_tabular
+        summary, sol = solve(args, env_id, env, params)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    if args.out:
+        from jaxmcg.runner import atomic_write_json
+
+        os.makedirs(args.out, exist_ok=True)
+        np.savez(os.path.join(args.out, "solution.npz"),
+                 **{k: np.asarray(v) for k, v in vars(sol).items()})
+        atomic_write_json(os.path.join(args.out, "summary.json"), summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
