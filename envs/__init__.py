@@ -35,3 +35,4 @@ register_env("hw_grid2-v0", "envs.hw_grid:HWGrid", game=2)
 register_env("coins-v0", "envs.coins:Coins")
 register_env("coin_game-v0", "envs.coins:CoinGame")
 register_env("trust_your_brother-v0", "envs.trust_your_brother:TrustYourBrother")
+register_env("driving_junction-v0", "envs.driving_junction:DrivingJunction")  # mge.md §2.6

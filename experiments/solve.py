@@ -150,7 +150,7 @@ def solve_fb(args, env_id, env, params) -> dict:
     og = env.occupancy_game(params)
     defaults = getattr(env, "solver_defaults", {})
     kw = {"beta": args.beta}
-    for name, value in (("eta", args.eta), ("num_iters", args.iters)):
+    for name, value in (("eta", args.eta), ("num_iters", args.iters), ("damping", None)):
         if value is not None:
             kw[name] = value
         elif name in defaults:
@@ -161,15 +161,18 @@ def solve_fb(args, env_id, env, params) -> dict:
     wall = time.perf_counter() - t0
     res = np.asarray(sol.residual)
     print(f"mge_fb on {env_id}: T={horizon} {kw} ({wall:.2f} s with compile)")
-    print(f"residual after {len(res)} sweeps: {res[-1]:.3g} (first {res[0]:.3g})")
+    print(f"residual: first sweep {res[0]:.3g}, last {res[int(sol.iterations) - 1]:.3g}")
     names = env.action_names if getattr(env, "action_names", ()) else None
     for i in range(og.x0.shape[0]):
-        pi = sol.policy[i, 0, int(og.x0[i])]
+        pi = sol.pi[i, 0, int(og.x0[i])]
         labels = names or tuple(f"a{k}" for k in range(len(pi)))
         print(f"  agent {i} at cell {int(og.x0[i])}, tau = 0: "
               + "  ".join(f"{n} {p:.3f}" for n, p in zip(labels, pi)))
-    return {"solver": "mge_fb", "env": env_id, "horizon": horizon, **{k: float(v) for k, v in kw.items()},
-            "residual_last": float(res[-1]), "wall_time_s": wall}, sol
+    print(f"converged: {'yes' if bool(sol.converged) else 'NO'} after {int(sol.iterations)} sweeps; "
+          f"Theorem 3: {mge_fb.theorem3_condition(og, horizon, args.beta)}")
+    return {"solver": "mge_fb", "env": env_id, "horizon": horizon, **kw,
+            "residual_last": float(res[int(sol.iterations) - 1]), "converged": bool(sol.converged),
+            "wall_time_s": wall}, sol
 
 
 def main(argv=None) -> int:

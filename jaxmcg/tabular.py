@@ -176,7 +176,7 @@ def state_distributions(game: TabularGame, joint_pis: jax.Array, init_dist=None)
     return jnp.concatenate([d0[None], ds])
 
 
-def _choose(key, probs, greedy):
+def choose(key, probs, greedy):
     """Sample from `probs[J]`, or take its argmax with ties broken uniformly at random (first-index
     argmax would bias symmetric games, mge.md §5.5)."""
     if not greedy:
@@ -201,7 +201,7 @@ def rollout(key, game: TabularGame, joint_pis: jax.Array, greedy: bool = False, 
     def body(s, xs):
         pi, t, k = xs
         ka, kn = jax.random.split(k)
-        j = _choose(ka, pi[s], greedy)
+        j = choose(ka, pi[s], greedy)
         nxt = game.next_state[s, j][jax.random.categorical(kn, jnp.log(game.next_prob[s, j]))]
         r = game.reward[:, s, j] + jnp.where(t == horizon - 1, game.final_reward[:, nxt], 0.0)
         return nxt, (nxt, j, r, game.absorbing[nxt])

@@ -42,3 +42,11 @@ def test_solver_leaves_the_x64_setting_as_it_found_it(capsys):
     before = jax.config.read("jax_enable_x64")
     assert solve.main(["--solver", "mge_f", "--env", "pursuit-3", "--env-param", "start=T1"]) == 0
     assert jax.config.read("jax_enable_x64") == before
+
+
+def test_mge_fb_solves_the_driving_junction(tmp_path, capsys):
+    out = tmp_path / "fb"
+    assert solve.main(["--solver", "mge_fb", "--env", "driving_junction", "--out", str(out)]) == 0
+    assert "Theorem 3" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["converged"] and summary["num_iters"] == 200 and summary["eta"] == 0.5

@@ -339,6 +339,12 @@ def update(state: State, batch):
 
 
 def eval_metrics(state: State, batch):
+    out = {}
     if hasattr(state.learner, "eval_metrics"):
-        return state.learner.eval_metrics(state.learner_state, batch)
-    return {}
+        out.update(state.learner.eval_metrics(state.learner_state, batch))
+    if "own_coins_picked" in batch.info:  # Coins, Fig. 8d: share of picked coins of one's own type
+        valid = batch.valid[..., None]
+        own = jnp.sum(batch.info["own_coins_picked"] * valid, axis=(0, 1))
+        picked = jnp.sum(batch.info["coins_picked"] * valid, axis=(0, 1))
+        out["d3c/own_coin_rate"] = own / jnp.maximum(picked, 1.0)
+    return out
