@@ -210,10 +210,10 @@ for _name, _env, _env_params, _extra in (
         ("pd-10", "convex_pd", {"n_agents": 10}, {}), ("pd-2", "convex_pd", {"n_agents": 2}, {}),
         ("pd-10-c1_9", "convex_pd", {"n_agents": 10, "c": 1 / 9}, {}),
         ("election", "election", {}, {}), ("game2", "efficient_unfair", {}, {})):
-    for _algo_name, _mix in (("d3c", True), ("gd", False)):
+    for _algo_name, _mode in (("d3c", "d3c"), ("gd", "selfish"), ("cooperation", "cooperation")):
         PRESETS[f"{_algo_name}-{_name}"] = dict(
             algo="d3c", env=_env, env_params=_env_params,
-            algo_params={**FAMILY_DEFAULTS[("d3c", _env)], **_extra, "mixing": _mix},
+            algo_params={**FAMILY_DEFAULTS[("d3c", _env)], **_extra, "mode": _mode},
             train={**FAMILY_TRAIN[("d3c", _env)], "iterations": 3000 if _name == "pd-10-c1_9"
                    else FAMILY_TRAIN[("d3c", _env)]["iterations"]})
 
@@ -230,6 +230,23 @@ for _mode, _name in (("d3c", "d3c"), ("cooperation", "cooperation"), ("selfish",
         algo_params={**D3C_TYB_ROW, "learner": "pg", "learner_params": (("lr", 0.05),),
                      "mode": _mode},
         train={"n_envs": 64, "iterations": 20_000, "log_every": 500, "eval_envs": 256})
+# Trust-Your-Brother (Fig. 7): linear softmax REINFORCE (our pg with no hidden layer keeps a bias),
+# lr 0.1, gamma 1, batches of 10 episodes (App. G L1098); the paper's learned linear value baseline
+# is not in our pg (deviation). Coins (Fig. 8), mini-Cleanup (Fig. 17): the paper's A2C with V-trace
+# is replaced by jaxmcg's actor-critic (`ac`, TD(0) critic, thesis nets); budgets are ours (the
+# paper gives none): GPU jobs.
+_TYB_PG = (("hidden", ()), ("lr", 0.1), ("entropy_coef", 0.0), ("eps_start", 0.0),
+           ("eps_end", 0.0), ("gamma", 1.0))
+for _mode, _name in (("d3c", "d3c"), ("selfish", "pg"), ("cooperation", "cooperation")):
+    PRESETS[f"{_name}-tyb"] = dict(
+        algo="d3c", env="trust_your_brother",
+        algo_params={**D3C_TYB_ROW, "learner": "pg", "learner_params": _TYB_PG, "mode": _mode},
+        train={"n_envs": 10, "iterations": 20_000, "log_every": 500, "eval_envs": 256})
+for _mode, _name in (("d3c", "d3c"), ("selfish", "a2c"), ("cooperation", "cooperation")):
+    for _env, _tag, _n_envs in (("coins", "coins", 64), ("cleanup-10x10", "cleanup-10x10", 64)):
+        PRESETS[f"{_name}-{_tag}"] = dict(
+            algo="d3c", env=_env, algo_params={**D3C_GRID_ROW, "learner": "ac", "mode": _mode},
+            train={"n_envs": _n_envs, "iterations": 5000, "log_every": 50, "eval_envs": 64})
 
 
 def family_defaults(algo: str, env_id: str) -> dict:

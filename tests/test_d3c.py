@@ -59,7 +59,7 @@ def test_closed_form_mixing_gradient_matches_autodiff(x64, env_id, overrides):
 
 def test_convex_pd_gradient_descent_ends_at_nash_and_d3c_at_the_optimum():
     game, params = jaxmcg.make("convex_pd", n_agents=10, c=1.0)
-    _, gd = _train(game, params, d3c.Config(mixing=False), 500)
+    _, gd = _train(game, params, d3c.Config(mode="selfish"), 500)
     np.testing.assert_allclose(gd["ratio_to_optimum"][:, -1], 10 / 9, atol=1e-3)  # rho = n/(n-1)
     state, m = _train(game, params, d3c.Config(), 3000)
     ratio = np.asarray(m["ratio_to_optimum"][:, -1])
@@ -90,7 +90,7 @@ def test_braess_enumeration_gives_the_papers_65_and_80_minutes():
 
 def test_braess_d3c_beats_gradient_descent_over_10_seeds():
     game, params = jaxmcg.make("braess")
-    _, gd = _train(game, params, d3c.Config(mixing=False, lr_x=0.01), 3000)
+    _, gd = _train(game, params, d3c.Config(mode="selfish", lr_x=0.01), 3000)
     _, mix = _train(game, params, d3c.Config(lr_x=0.01), 3000)
     assert np.asarray(gd["ratio_to_optimum"][:, -1]).min() >= 1.22  # -> 80/65
     assert float(np.mean(mix["ratio_to_optimum"][:, -1])) <= 1.05
@@ -118,7 +118,7 @@ def test_random_networks_have_a_unique_shortcut_equilibrium_and_d3c_helps():
 
         return float(jnp.mean(jax.jit(jax.vmap(run))(keys, nets)))
 
-    gd, mixed = final_ratio(d3c.Config(mixing=False, lr_x=0.01)), final_ratio(d3c.Config(lr_x=0.01))
+    gd, mixed = final_ratio(d3c.Config(mode="selfish", lr_x=0.01)), final_ratio(d3c.Config(lr_x=0.01))
     assert gd - mixed >= 0.1, (gd, mixed)
 
 
@@ -148,7 +148,7 @@ def test_nash_paradox_price_of_anarchy_and_gradient_play():
     assert float(jnp.sum(nash) / game.social_optimum(params)) == pytest.approx(5 / 1.8, rel=1e-5)
     opt = jnp.full((2, 1), np.sqrt(0.8))
     assert float(jnp.sum(game.losses(opt, params))) == pytest.approx(2 * 1.8, rel=1e-5)
-    state, _ = _train(game, params, d3c.Config(mixing=False), 2000, seeds=5)
+    state, _ = _train(game, params, d3c.Config(mode="selfish"), 2000, seeds=5)
     np.testing.assert_allclose(state.x, 0.0, atol=1e-3)  # gradient play ends at Nash
 
 
@@ -224,8 +224,13 @@ def test_cli_runs_exact_d3c_on_braess(tmp_path, capsys):
                      "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ratio_to_optimum"]["mean"] <= 1.05
-    assert run.main(["--algo", "d3c", "--env", "escape_room"]) == 2
-    assert "Markov game" in capsys.readouterr().err
+    argv = ["--algo", "d3c", "--env", "coins", "--algo-param"]
+    assert run.main(argv + ["learner=sarsa"]) == 2
+    assert "learner='sarsa' is not a jaxmcg algorithm" in capsys.readouterr().err
+    assert run.main(argv + ["learner.nope=1"]) == 2
+    assert "unknown --algo-param 'learner.nope'" in capsys.readouterr().err
+    assert run.main(argv + ["epsilon=-1"]) == 2
+    assert "epsilon=-1.0 is invalid" in capsys.readouterr().err
 
 
 def _es_train(mode, iterations, seeds=4, **kw):

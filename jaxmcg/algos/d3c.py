@@ -12,7 +12,8 @@ gradient-play direction,
 
 and each agent steps its strategy x_i <- x_i - lr_x F^A_i and its row by entropic mirror descent
 A_i <- softmax(clip(log A_i - lr_mixing g_i)) with g_i = 1[d/dt f^A_i + eps > 0] d(d/dt f^A_i)/dA_i
-- nu e_i / A_ii (eq. 11, L165, L278). `mixing=False` is the gradient-descent baseline (A = I).
+- nu e_i / A_ii (eq. 11, L165, L278). `mode="selfish"` is the gradient-descent baseline (A = I),
+`mode="cooperation"` fixes A = 1/n (every player descends the total loss).
 
 Evolution-strategies version, for RL learners (§1.7, Algorithms 1-2): `es_init` / `es_step` run
 every agent's asynchronous trials on a vector of per-agent returns, without Python control flow.
@@ -41,7 +42,6 @@ class Config:
     kl_weight: float = 0.0  # nu; 0 in every differentiable domain (A4)
     logit_clip: tuple = (-5.0, 5.0)  # [l, h] (Table 1); used in all domains (A6)
     init_self_weight: float = 0.99  # A^0_ii (Table 1)
-    mixing: bool = True  # False: simultaneous gradient descent on the original losses (A = I)
     # ES version for RL learners. Table 1 has two rows, set by the presets and family defaults:
     # TYB (lr_mixing 1, perturbation 1, kl 0, trials 10-20, epsilon 0) and Coins / Cleanup /
     # HarvestPatch (lr_mixing 1e-3, perturbation 0.1, kl 1e-6, trials 5-10, epsilon 100).
@@ -50,7 +50,9 @@ class Config:
     trial_max: int = 10  # tau_max
     learner: str = "ac"  # any registered single-update jaxmcg algorithm
     learner_params: tuple = ()  # (name, value) pairs for the learner's Config (CLI: learner.NAME=V)
-    mode: str = "d3c"  # "d3c"; "cooperation": A = 1/n fixed (the paper's upper baseline); "selfish": A = I
+    # "d3c"; "cooperation": A = 1/n fixed (the paper's upper baseline); "selfish": A = I (gradient
+    # descent in differentiable games, independent learners in RL)
+    mode: str = "d3c"
     es_return: str = "mixed"  # g of Algorithm 1: the mixed (default, A11) or "raw" undiscounted return
 
     def __post_init__(self):  # JSON round trips turn the pairs into lists; keep them hashable
@@ -121,6 +123,15 @@ def initial_mixing(num_agents: int, self_weight: float = 0.99) -> jax.Array:
     return jnp.where(jnp.eye(num_agents, dtype=bool), self_weight, off)
 
 
+def fixed_mixing(num_agents: int, mode: str, self_weight: float = 0.99) -> jax.Array:
+    """The starting A of `mode`: A^0 for D3C, the identity when selfish, 1/n for cooperation."""
+    if mode == "selfish":
+        return jnp.eye(num_agents)
+    if mode == "cooperation":
+        return jnp.full((num_agents, num_agents), 1.0 / num_agents)
+    return initial_mixing(num_agents, self_weight)
+
+
 def check_mixing_matrix(A, atol: float = 1e-5) -> None:
     """ValueError unless `A` is square and right-stochastic (non-negative rows summing to 1)."""
     import numpy as np
@@ -187,7 +198,7 @@ class ExactState:
 def game_init(key, game: DifferentiableGame, params, config: Config) -> ExactState:
     n = game.num_agents
     x = game.init_strategies(key, params)
-    a0 = initial_mixing(n, config.init_self_weight) if config.mixing else jnp.eye(n)
+    a0 = fixed_mixing(n, config.mode, config.init_self_weight)
     return ExactState(x=x, mixing=a0.astype(x.dtype), step=jnp.zeros((), jnp.int32))
 
 
@@ -199,7 +210,7 @@ def game_update(state: ExactState, game: DifferentiableGame, params, config: Con
     directions = update_directions(state.mixing, loss_jac)
     x = game.project(state.x - config.lr_x * directions, params)
     mixing = state.mixing
-    if config.mixing:
+    if config.mode == "d3c":
         grad = mixing_gradient(state.mixing, loss_jac, config.epsilon, config.kl_weight)
         mixing = mirror_step(state.mixing, grad, config.lr_mixing, config.logit_clip)
     total = jnp.sum(losses)
@@ -307,12 +318,9 @@ def act(state: State, obs, key, evaluate: bool = False):
 
 def current_mixing(state: State) -> jax.Array:
     """The matrix the learners train on now: the perturbed rows of the running trials for D3C."""
-    n = state.es.log_mixing.shape[0]
-    if state.config.mode == "cooperation":
-        return jnp.full((n, n), 1.0 / n)
-    if state.config.mode == "selfish":
-        return jnp.eye(n)
-    return state.es.trial_mixing
+    if state.config.mode == "d3c":
+        return state.es.trial_mixing
+    return fixed_mixing(state.es.log_mixing.shape[0], state.config.mode)
 
 
 def update(state: State, batch):
