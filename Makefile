@@ -18,6 +18,8 @@ test-slow:
 bench:
 	$(BIN)/python -m benchmarks.throughput --env escape_room
 	$(BIN)/python -m benchmarks.lio_iteration
+	$(BIN)/python -m benchmarks.throughput --env coins --n-envs 1024 4096
+	$(BIN)/python -m benchmarks.mge_batch
 
 lint:
 	$(BIN)/ruff check jaxmcg envs experiments benchmarks tests

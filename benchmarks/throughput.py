@@ -1,6 +1,6 @@
 """Environment throughput: the JAX env under jit + vmap + lax.scan vs a plain numpy env.
 
-    python -m benchmarks.throughput --env escape_room|cleanup-7x7|cleanup-10x10
+    python -m benchmarks.throughput --env escape_room|cleanup-7x7|cleanup-10x10|coins
         [--n-envs 1 64 1024 4096 16384] [--steps N] [--env-param KEY=VALUE ...] [--json PATH]
 
 For each `n_envs`, one jitted `lax.scan` runs `--steps` steps of the vmapped `env.step` with
@@ -8,7 +8,7 @@ uniformly random actions and auto-reset, carrying the observations as a rollout 
 drop them). The environments are split evenly over `--devices` devices with `pmap` (default: all;
 on a CPU this module makes one XLA device per core, since one vmapped computation runs on one core).
 Compile time is measured apart; run time is the best of `--repeats` calls, each ended by
-`block_until_ready`. The numpy baseline (Escape Room and Cleanup) is one environment stepped in a
+`block_until_ready`. The numpy baseline (Escape Room, Cleanup and Coins) is one environment stepped in a
 Python loop, observations included, with its random actions drawn before the clock starts, in the same
 process; Cleanup's baseline gets the JAX env's parameters (so `--env-param` overrides apply to both).
 """
@@ -110,20 +110,28 @@ def bench_jax(env, params, n_envs: int, n_steps: int, repeats: int, seed: int = 
     }
 
 
+def _time_steps(env, actions) -> dict:
+    """Steps/s of a numpy env stepped through pre-drawn `actions`, resetting at episode ends."""
+    env.reset()
+    t0 = time.perf_counter()
+    for a in actions:
+        done = env.step(a)[2]
+        if done:
+            env.reset()
+    run_s = time.perf_counter() - t0
+    return {"steps": len(actions), "run_s": run_s, "steps_per_s": len(actions) / run_s}
+
+
+def _random_actions(n_steps, num_agents, num_actions, seed):
+    return np.random.default_rng(seed).integers(0, num_actions, (n_steps, num_agents)).tolist()
+
+
 def bench_numpy_escape_room(num_agents: int, min_lever: int, max_steps: int, n_steps: int,
                             seed: int = 0) -> dict:
     from benchmarks.escape_room_numpy import EscapeRoomNumpy
 
     env = EscapeRoomNumpy(num_agents, min_lever, max_steps)
-    actions = np.random.default_rng(seed).integers(0, 3, (n_steps, num_agents)).tolist()
-    env.reset()
-    t0 = time.perf_counter()
-    for a in actions:
-        _, _, done = env.step(a)
-        if done:
-            env.reset()
-    run_s = time.perf_counter() - t0
-    return {"steps": n_steps, "run_s": run_s, "steps_per_s": n_steps / run_s}
+    return _time_steps(env, _random_actions(n_steps, num_agents, 3, seed))
 
 
 def bench_numpy_cleanup(map_name: str, num_agents: int, params, view_size: int, n_steps: int,
@@ -138,15 +146,16 @@ def bench_numpy_cleanup(map_name: str, num_agents: int, params, view_size: int, 
         waste_spawn_prob=float(params.waste_spawn_prob),
         view_size=view_size, max_steps=int(params.max_steps_in_episode),
     )
-    actions = np.random.default_rng(seed).integers(0, 6, (n_steps, num_agents)).tolist()
-    env.reset()
-    t0 = time.perf_counter()
-    for a in actions:
-        _, _, done, _ = env.step(a)
-        if done:
-            env.reset()
-    run_s = time.perf_counter() - t0
-    return {"steps": n_steps, "run_s": run_s, "steps_per_s": n_steps / run_s}
+    return _time_steps(env, _random_actions(n_steps, num_agents, 6, seed))
+
+
+def bench_numpy_coins(params, grid_size: int, n_steps: int, seed: int = 0) -> dict:
+    from benchmarks.coins_numpy import CoinsNumpy
+
+    env = CoinsNumpy(grid_size=grid_size, spawn_prob=float(params.spawn_prob),
+                     coin_reward=float(params.coin_reward), penalty=float(params.penalty),
+                     max_steps=int(params.max_steps_in_episode), seed=seed)
+    return _time_steps(env, _random_actions(n_steps, 2, 5, seed))
 
 
 def git_commit() -> str | None:
@@ -205,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
         numpy_res = bench_numpy_cleanup(
             map_name, env.num_agents, params, (obs_size - 1) // 2, args.numpy_steps,
         )
+    elif env_id.startswith("coins-"):
+        numpy_res = bench_numpy_coins(params, env.grid_size, args.numpy_steps)
 
     device = jax.devices()[0]
     print(f"{env_id} {overrides or ''}".rstrip() + f" on {device.platform} ({device.device_kind}), "
