@@ -230,6 +230,7 @@ for _mode, _name in (("d3c", "d3c"), ("cooperation", "cooperation"), ("selfish",
         algo_params={**D3C_TYB_ROW, "learner": "pg", "learner_params": (("lr", 0.05),),
                      "mode": _mode},
         train={"n_envs": 64, "iterations": 20_000, "log_every": 500, "eval_envs": 256})
+# HarvestPatch (Fig. 18) likewise, with 16 environments of 1000 steps per update.
 # Trust-Your-Brother (Fig. 7): linear softmax REINFORCE (our pg with no hidden layer keeps a bias),
 # lr 0.1, gamma 1, batches of 10 episodes (App. G L1098); the paper's learned linear value baseline
 # is not in our pg (deviation). Coins (Fig. 8), mini-Cleanup (Fig. 17): the paper's A2C with V-trace
@@ -243,7 +244,8 @@ for _mode, _name in (("d3c", "d3c"), ("selfish", "pg"), ("cooperation", "coopera
         algo_params={**D3C_TYB_ROW, "learner": "pg", "learner_params": _TYB_PG, "mode": _mode},
         train={"n_envs": 10, "iterations": 20_000, "log_every": 500, "eval_envs": 256})
 for _mode, _name in (("d3c", "d3c"), ("selfish", "a2c"), ("cooperation", "cooperation")):
-    for _env, _tag, _n_envs in (("coins", "coins", 64), ("cleanup-10x10", "cleanup-10x10", 64)):
+    for _env, _tag, _n_envs in (("coins", "coins", 64), ("cleanup-10x10", "cleanup-10x10", 64),
+                                ("harvest_patch", "harvest_patch", 16)):
         PRESETS[f"{_name}-{_tag}"] = dict(
             algo="d3c", env=_env, algo_params={**D3C_GRID_ROW, "learner": "ac", "mode": _mode},
             train={"n_envs": _n_envs, "iterations": 5000, "log_every": 50, "eval_envs": 64})
