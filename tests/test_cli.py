@@ -31,7 +31,7 @@ def no_compile():
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--algo", "nope", "--env", "escape_room"], "valid: ac, ac_c, ac_d, cen, dcl, ia, ippo, lio"),
+    (["--algo", "nope", "--env", "escape_room"], "valid: ac, ac_c, ac_d, cen, d3c, dcl, ia, ippo, lio"),
     (["--algo", "dcl", "--env", "rpc", "--algo-param", "mega_step=3"],
      "mega_step=3 does not divide the horizon max_steps_in_episode=16; valid mega_step values"),
     (["--algo", "dcl", "--env", "cleanup-7x7"], "DCL's MLPs need flat observations"),
