@@ -9,11 +9,12 @@ install:
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 
+# one pytest worker per core (at most 8): XLA compiles a test's programs on one core
 test:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 8
 
 test-slow:
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n auto --maxprocesses 8
 
 bench:
 	$(BIN)/python -m benchmarks.throughput --env escape_room

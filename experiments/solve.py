@@ -9,9 +9,12 @@ policies, values, residuals and uniqueness conditions.
 
 Solvers: `mge_f` (MGE-F, Alg. 2 with the damped update), `mmce_f` (the same with the log-sum-exp
 value, Theorem 4), `mge_i` (MGE-I, Alg. 1), `mge_fb` (the occupancy-measure game, Alg. 3; for
-environments with `occupancy_game`). Policies are printed at `--state` (joint state indices) or, by
-default, at the initial states when there are at most 8 of them. `--out DIR` also writes
-`solution.npz` and `summary.json`. Every input is checked before anything is compiled.
+environments with `occupancy_game`). The baselines `q_learning`, `uce_q` and `lce_q` (mge.md §3)
+learn by playing and print the same scores. Finite-horizon solutions and the baselines are scored
+by the average return over `--episodes` plays (sampled and greedy), the paper's Fig. 5 table.
+Policies are printed at `--state` (joint state indices) or, by default, at the initial states
+when there are at most 8 of them. `--out DIR` also writes `solution.npz` and `summary.json`.
+Every input is checked before anything is compiled.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import jaxmcg.registry
 from experiments.run import UsageError, _parse_value, _split_pairs
 
 SOLVERS = ("mge_f", "mmce_f", "mge_i", "mge_fb")
+LEARNERS = ("q_learning", "uce_q", "lce_q")  # the Fig. 5 baselines (mge.md §3)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "1e-5 in float32, mge.md §6 #12)")
     p.add_argument("--max-iter", "--max_iter", type=int, default=10_000, dest="max_iter")
     p.add_argument("--horizon", type=int, default=None, help="decisions T (default: the env's)")
-    p.add_argument("--gamma", type=float, default=0.9, help="discount of mge_i")
+    p.add_argument("--gamma", type=float, default=0.9, help="discount of mge_i and the baselines")
     p.add_argument("--order", default="jacobi", choices=("jacobi", "gs"))
     p.add_argument("--eta", type=float, default=None, help="mge_fb damping (default: the env's)")
     p.add_argument("--iters", type=int, default=None, help="mge_fb outer iterations K")
     p.add_argument("--state", type=int, action="append", default=[], help="joint state to print")
+    p.add_argument("--episodes", type=int, default=1000, help="plays scored (paper: 1000)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--float32", action="store_true", help="solve in float32 (default float64)")
     p.add_argument("--out")
     return p
@@ -65,8 +71,10 @@ def _make(args):
 
 
 def _check(args):
-    if args.solver not in SOLVERS:
-        raise UsageError(f"unknown solver {args.solver!r}; valid: {', '.join(SOLVERS)}")
+    if args.solver not in SOLVERS + LEARNERS:
+        raise UsageError(f"unknown solver {args.solver!r}; valid: {', '.join(SOLVERS + LEARNERS)}")
+    if args.episodes < 1:
+        raise UsageError(f"--episodes={args.episodes} is invalid: must be >= 1")
     if not args.beta > 0:
         raise UsageError(f"--beta={args.beta} is invalid: must be > 0")
     if args.alpha is not None and not 0 < args.alpha <= 1:
@@ -80,12 +88,9 @@ def _check(args):
 def solve_tabular(args, env_id, env, params) -> dict:
     import jax
 
-    from jaxmcg import mge
+    from jaxmcg import mge, tabular
 
-    game = params.game
-    if not args.float32:
-        game = jax.tree_util.tree_map(
-            lambda x: x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x, game)
+    game = _precision(args, params.game)
     eps = args.eps or (1e-5 if args.float32 else 1e-6)
     horizon = args.horizon or env.horizon(params)
     t0 = time.perf_counter()
@@ -136,10 +141,60 @@ def solve_tabular(args, env_id, env, params) -> dict:
             mask = np.asarray(game.action_mask[i, s])
             shown = "  ".join(f"{n} {p:.3f}" for n, p, ok in zip(names, pi, mask) if ok)
             print(f"  {agents[i]:>10}: {shown}   value {v:.4f}")
+    scores = None if infinite else _scores(args, game, tabular.joint_policy(sol.pi), horizon, agents)
     return {"solver": args.solver, "env": env_id, "beta": args.beta, "alpha": alpha, "eps": eps,
             "horizon": None if infinite else horizon, "gamma": args.gamma if infinite else None,
             "iterations": iters.tolist(), "residual": res.tolist(), "converged": conv.tolist(),
-            "checks": checks, "wall_time_s": wall}, sol
+            "checks": checks, "scores": scores, "wall_time_s": wall}, sol
+
+
+def _precision(args, game):
+    """The game's tables in float64 unless `--float32` (main enables x64 to match)."""
+    import jax
+
+    if args.float32:
+        return game
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x, game)
+
+
+def _scores(args, game, joint_policy, horizon, agents) -> dict:
+    """Average per-agent return over `--episodes` plays, sampled and greedy (ties at random)."""
+    import jax
+
+    from jaxmcg.tabular_learners import evaluate
+
+    out = {}
+    for mode in ("sampled", "greedy"):
+        key = jax.random.PRNGKey(args.seed)
+        out[mode] = np.asarray(evaluate(key, game, joint_policy, horizon, args.episodes,
+                                        greedy=mode == "greedy")).tolist()
+        shown = ", ".join(f"{a} {v:.3f}" for a, v in zip(agents, out[mode]))
+        print(f"average score over {args.episodes} {mode} plays: {shown}")
+    return out
+
+
+def learn_baseline(args, env_id, env, params) -> dict:
+    import jax
+
+    from jaxmcg import tabular_learners as tl
+
+    game = params.game
+    horizon = args.horizon or env.horizon(params)
+    key = jax.random.PRNGKey(args.seed)
+    t0 = time.perf_counter()
+    if args.solver == "q_learning":
+        result = tl.independent_q_learning(key, game, tl.QLearningConfig(gamma=args.gamma))
+    else:
+        objective = "utilitarian" if args.solver == "uce_q" else "libertarian"
+        result = tl.ce_q(key, game, tl.CEQConfig(objective=objective, gamma=args.gamma))
+    result = jax.tree_util.tree_map(np.asarray, result)
+    wall = time.perf_counter() - t0
+    agents = env.agent_names or tuple(f"agent {i}" for i in range(game.num_agents))
+    print(f"{args.solver} on {env_id}: gamma={args.gamma}, seed {args.seed} ({wall:.2f} s with compile)")
+    scores = _scores(args, game, result.joint_policy, horizon, agents)
+    return {"solver": args.solver, "env": env_id, "gamma": args.gamma, "seed": args.seed,
+            "horizon": horizon, "scores": scores, "wall_time_s": wall}, result
 
 
 def solve_fb(args, env_id, env, params) -> dict:
@@ -183,7 +238,7 @@ def main(argv=None) -> int:
         if args.solver == "mge_fb" and not hasattr(env, "occupancy_game"):
             raise UsageError(f"mge_fb needs an occupancy-measure game; {env_id} has none "
                              "(valid: driving_junction)")
-        if args.solver != "mge_fb" and not hasattr(params, "game"):
+        if args.solver != "mge_fb" and not hasattr(params, "game"):  # solvers and baselines
             raise UsageError(f"{args.solver} needs a tabular Markov game; {env_id} is not one "
                              "(valid: pursuit-2, pursuit-3, rabbit_hole, hw_grid1, hw_grid2)")
         for s in args.state:
@@ -195,9 +250,12 @@ def main(argv=None) -> int:
     import jax
 
     previous = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", not args.float32)  # restored: main() may run in-process
+    # float64 solves; the learning baselines run in float32 as their tests do. Restored afterwards:
+    # main() may run in-process
+    jax.config.update("jax_enable_x64", not args.float32 and args.solver not in LEARNERS)
     try:
-        solve = solve_fb if args.solver == "mge_fb" else solve_tabular
+        solve = {"mge_fb": solve_fb, **{k: learn_baseline for k in LEARNERS}}.get(args.solver,
+                                                                             solve_tabular)
         summary, sol = solve(args, env_id, env, params)
     finally:
         jax.config.update("jax_enable_x64", previous)

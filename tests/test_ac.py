@@ -193,6 +193,7 @@ def test_learns_mutual_cooperation_in_stag_hunt():
     assert np.all(np.isfinite(m["ac/critic_loss"]))
 
 
+@pytest.mark.slow  # long; `make test-slow`
 def test_fails_in_escape_room_like_pg():
     """Thesis §6.3 / Fig 5.5: independent learners in ER(2,1) stay at the start or go greedily to the
     door, so their collective return is negative (optimum 9). AC is such a learner: at a learning

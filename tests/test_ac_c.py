@@ -24,6 +24,7 @@ def assert_trees_close(actual, expected, **tol):
 # ---- defaults adapt to the observations -------------------------------------------------------
 
 
+@pytest.mark.slow  # long; `make test-slow`
 def test_defaults_are_table_b5_and_adapt_to_observations():
     c = ac_c.Config()
     # Table B.5 7x7 AC-c, thesis L1784-1787
@@ -55,6 +56,7 @@ def test_defaults_are_table_b5_and_adapt_to_observations():
         ac_c.Config(cost_coef=-1.0).validate()
 
 
+@pytest.mark.slow  # long; `make test-slow`
 def test_cleanup_update_with_conv_network_and_action_input():
     """One jitted update on Cleanup 7x7 with conv torsos, f_eta also seeing the other's move (joined
     after its first dense layer): amounts in [0, R_max], everything moves and stays finite."""

@@ -54,6 +54,7 @@ def test_defaults_are_table_b5_and_adapt_to_observations():
         ac_d.Config(give_value=0.0).validate()
 
 
+@pytest.mark.slow  # long; `make test-slow`
 def test_cleanup_update_with_conv_network():
     """One jitted update on Cleanup 7x7 with the conv torso: everything moves and stays finite."""
     env, params = jaxmcg.make("cleanup-7x7")
@@ -173,7 +174,8 @@ def _jitter(tree, seed, scale=0.05):
                               for x, k in zip(leaves, keys)])
 
 
-@pytest.mark.parametrize("env_id", ["escape_room", "cleanup-7x7"])
+@pytest.mark.parametrize("env_id", ["escape_room",
+                                    pytest.param("cleanup-7x7", marks=pytest.mark.slow)])
 def test_gradients_match_finite_differences(x64, env_id):
     """Actor loss (flat categorical, delta on the totals) and critic loss (TD on the totals with a
     distinct target net), on a rollout with gifts: MLP on Escape Room, conv net on Cleanup."""

@@ -145,6 +145,7 @@ def test_commitment_game_family_defaults():
     assert parse(["--algo", "dcl", "--env", "pd"])["train"]["n_envs"] == 128
 
 
+@pytest.mark.slow  # long; `make test-slow`
 def test_dcl_runs_on_another_discrete_game_through_the_commitment_wrapper(tmp_path):
     out = tmp_path / "r"
     assert run.main(["--algo", "dcl", "--env", "stag_hunt", "--n_envs", "8", "--iterations", "4",

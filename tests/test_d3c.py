@@ -245,6 +245,7 @@ def _es_train(mode, iterations, seeds=4, **kw):
     return jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
 
 
+@pytest.mark.slow  # long; `make test-slow`
 def test_es_wrapper_trains_the_learner_on_mixed_rewards():
     # cooperation (A = 1/n fixed) makes the IPD a common-payoff game: PG agents learn to cooperate
     # (-2 per round, -10 per 5-round episode); selfish agents (A = I) learn to defect (-20)

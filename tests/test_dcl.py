@@ -339,6 +339,7 @@ def _pd_batch(env, params, state, key, n_envs=16):
     return episode_rollout(game, params, act, key, n_envs, game.horizon(params))
 
 
+@pytest.mark.slow  # long; `make test-slow`
 def test_decentralized_agents_play_their_own_networks_and_update_their_own_models():
     env, params = jaxmcg.make("pd")
     state = dcl.init(KEY, env, params, dcl.Config(decentralized=True))
@@ -365,6 +366,7 @@ def test_decentralized_agents_play_their_own_networks_and_update_their_own_model
     assert np.all(np.isfinite(np.asarray(metrics["dcl/critic_loss"])))
 
 
+@pytest.mark.slow  # long; `make test-slow`
 def test_sequential_updates_let_the_second_agent_see_the_first_agents_new_networks():
     env, params = jaxmcg.make("pd")
     # large steps, so that agent 0's update visibly changes agent 1's Adam step

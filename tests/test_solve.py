@@ -50,3 +50,11 @@ def test_mge_fb_solves_the_driving_junction(tmp_path, capsys):
     assert "Theorem 3" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["converged"] and summary["num_iters"] == 200 and summary["eta"] == 0.5
+
+
+def test_baseline_learner_scores_grid_game_1(capsys):
+    # Fig. 5 table, Q-learning row: (30, 30) on grid game I
+    assert solve.main(["--solver", "q_learning", "--env", "hw_grid1", "--env-param",
+                       "termination=first", "--episodes", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "greedy plays: A 30.000, B 30.000" in out
