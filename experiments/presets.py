@@ -230,12 +230,11 @@ for _mode, _name in (("d3c", "d3c"), ("cooperation", "cooperation"), ("selfish",
         algo_params={**D3C_TYB_ROW, "learner": "pg", "learner_params": (("lr", 0.05),),
                      "mode": _mode},
         train={"n_envs": 64, "iterations": 20_000, "log_every": 500, "eval_envs": 256})
-# HarvestPatch (Fig. 18) likewise, with 16 environments of 1000 steps per update.
 # Trust-Your-Brother (Fig. 7): linear softmax REINFORCE (our pg with no hidden layer keeps a bias),
 # lr 0.1, gamma 1, batches of 10 episodes (App. G L1098); the paper's learned linear value baseline
 # is not in our pg (deviation). Coins (Fig. 8), mini-Cleanup (Fig. 17): the paper's A2C with V-trace
 # is replaced by jaxmcg's actor-critic (`ac`, TD(0) critic, thesis nets); budgets are ours (the
-# paper gives none): GPU jobs.
+# paper gives none): GPU jobs. HarvestPatch (Fig. 18) likewise, 16 episodes of 1000 steps per update.
 _TYB_PG = (("hidden", ()), ("lr", 0.1), ("entropy_coef", 0.0), ("eps_start", 0.0),
            ("eps_end", 0.0), ("gamma", 1.0))
 for _mode, _name in (("d3c", "d3c"), ("selfish", "pg"), ("cooperation", "cooperation")):
@@ -245,6 +244,7 @@ for _mode, _name in (("d3c", "d3c"), ("selfish", "pg"), ("cooperation", "coopera
         train={"n_envs": 10, "iterations": 20_000, "log_every": 500, "eval_envs": 256})
 for _mode, _name in (("d3c", "d3c"), ("selfish", "a2c"), ("cooperation", "cooperation")):
     for _env, _tag, _n_envs in (("coins", "coins", 64), ("cleanup-10x10", "cleanup-10x10", 64),
+                                ("cleanup-7x7", "cleanup-7x7", 64),
                                 ("harvest_patch", "harvest_patch", 16)):
         PRESETS[f"{_name}-{_tag}"] = dict(
             algo="d3c", env=_env, algo_params={**D3C_GRID_ROW, "learner": "ac", "mode": _mode},
