@@ -157,3 +157,21 @@ def check_differentiable_game(game, params, n_runs: int = 1024, seed: int = 0):
     assert jac.shape == (n_runs, n, n, d) and np.isfinite(np.asarray(jac)).all()
     assert jax.vmap(game.project, in_axes=(0, None))(x, params).shape == x.shape
     return game
+
+
+def assert_rejected_before_compiling(make_it, needles) -> None:
+    """`make_it()` raises ValueError whose message contains every string in `needles`, and XLA
+    compiled nothing on the way (bad input must be caught before any compilation)."""
+    import pytest
+
+    compiled = []
+    listener = lambda name, *_, **__: compiled.append(name)  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        with pytest.raises(ValueError) as err:
+            make_it()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    for needle in needles:
+        assert needle in str(err.value), (needle, str(err.value))
+    assert not [e for e in compiled if "backend_compile" in e], compiled

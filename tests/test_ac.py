@@ -155,6 +155,7 @@ def test_actor_gradient_is_the_td_weighted_score():
 # ---- gradient checks against finite differences (float64) -------------------------------------
 
 
+@pytest.mark.slow  # long; test_ac_images checks AC's gradients in the fast suite
 def test_gradients_match_finite_differences(x64):
     env, env_params = jaxmcg.make("escape_room")
     config = ac.Config(hidden=(16, 8), critic_hidden=(16, 8))

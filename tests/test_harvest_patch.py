@@ -12,6 +12,7 @@ import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from env_checks import assert_rejected_before_compiling
 
 import jaxmcg
 from envs.harvest_patch import (
@@ -234,17 +235,7 @@ def test_reset_defaults_and_registry():
     ],
 )
 def test_bad_input_fails_before_compilation(make_it, needles):
-    compiled = []
-    listener = lambda name, *_, **__: compiled.append(name)  # noqa: E731
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        with pytest.raises(ValueError) as err:
-            make_it()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    for needle in needles:
-        assert needle in str(err.value), (needle, str(err.value))
-    assert not [e for e in compiled if "backend_compile" in e], compiled
+    assert_rejected_before_compiling(make_it, needles)
 
 
 # ---- movement ---------------------------------------------------------------------------------------

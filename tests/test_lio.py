@@ -174,6 +174,7 @@ def test_lio_ipd_mutual_cooperation_and_lio_pg_defects():
     assert np.all(p_c[:, 0] < 0.1) and np.all(p_c[:, 1] > 0.9), p_c
 
 
+@pytest.mark.slow  # long; the AC form's meta-gradient is checked fast on ER ([2-1-ac])
 def test_cleanup_actor_critic_form(x64):
     """LIO on Cleanup: conv policies and incentive functions conditioned on who fired the cleaning
     beam (thesis §2.10); the two meta-gradients agree and the AC critic takes its step first."""
