@@ -9,9 +9,10 @@ policies, values, residuals and uniqueness conditions.
 
 Solvers: `mge_f` (MGE-F, Alg. 2 with the damped update), `mmce_f` (the same with the log-sum-exp
 value, Theorem 4), `mge_i` (MGE-I, Alg. 1), `mge_fb` (the occupancy-measure game, Alg. 3; for
-environments with `occupancy_game`). The baselines `q_learning`, `uce_q` and `lce_q` (mge.md §3)
-learn by playing and print the same scores. Finite-horizon solutions and the baselines are scored
-by the average return over `--episodes` plays (sampled and greedy), the paper's Fig. 5 table.
+environments with `occupancy_game`). The baselines `q_learning`, `uce_q`, `lce_q` (mge.md §3)
+and `nash_q` learn by playing and print the same scores. Finite-horizon solutions and the
+baselines are scored by the average return over `--episodes` plays (sampled and greedy), the
+paper's Fig. 5 table.
 Policies are printed at `--state` (joint state indices) or, by default, at the initial states
 when there are at most 8 of them. `--out DIR` also writes `solution.npz` and `summary.json`.
 Every input is checked before anything is compiled.
@@ -30,7 +31,7 @@ import jaxmcg.registry
 from experiments.run import UsageError, _parse_value, _split_pairs
 
 SOLVERS = ("mge_f", "mmce_f", "mge_i", "mge_fb")
-LEARNERS = ("q_learning", "uce_q", "lce_q")  # the Fig. 5 baselines (mge.md §3)
+LEARNERS = ("q_learning", "uce_q", "lce_q", "nash_q")  # Fig. 5 baselines (mge.md §3); Nash-Q ours
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +186,10 @@ def learn_baseline(args, env_id, env, params) -> dict:
     t0 = time.perf_counter()
     if args.solver == "q_learning":
         result = tl.independent_q_learning(key, game, tl.QLearningConfig(gamma=args.gamma))
+    elif args.solver == "nash_q":
+        from jaxmcg import nash_q
+
+        result = nash_q.nash_q(key, game, nash_q.NashQConfig(gamma=args.gamma))
     else:
         objective = "utilitarian" if args.solver == "uce_q" else "libertarian"
         result = tl.ce_q(key, game, tl.CEQConfig(objective=objective, gamma=args.gamma))
