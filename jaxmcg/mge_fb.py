@@ -158,26 +158,16 @@ class FBSolution:
     converged: jax.Array  # bool: last residual <= eps (eps=None: <= 1e-5 max(1, |Qt|_inf))
 
 
-def _boltzmann(q, beta, mask):
-    """`softmax(beta q)` over the last axis, exactly 0 on masked actions (mge.md §5.2, §5.9 #1)."""
-    return jax.nn.softmax(jnp.where(mask, beta * q, -jnp.inf), axis=-1)
-
-
-def _concrete(x):
-    """`x` as a numpy array, or None when it is traced (no checks possible before compilation)."""
-    return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
-
-
 def _check_args(game, horizon, beta, num_iters, eta, eps):
     for name, val in (("horizon", horizon), ("num_iters", num_iters)):
         if isinstance(val, bool) or int(val) != val or int(val) < 1:
             raise ValueError(f"{name}={val!r} is invalid: it must be an integer >= 1")
-    b = _concrete(beta)
+    b = np.asarray(beta) if mge._concrete(beta) else None
     if b is not None and (b.shape not in ((), (game.num_agents,))
                           or not (np.isfinite(b) & (b > 0)).all()):
         raise ValueError(f"beta={beta!r} is invalid: it must be > 0, a scalar or one per agent "
                          f"({game.num_agents})")
-    e = _concrete(eta)
+    e = np.asarray(eta) if mge._concrete(eta) else None
     if e is not None and not (e.shape == () and 0.0 < e <= 1.0):
         raise ValueError(f"eta={eta!r} is invalid: the damping must lie in (0, 1] (1 = undamped)")
     if eps is not None and not float(eps) > 0:
@@ -233,7 +223,7 @@ def _mge_fb(game, beta, eta, eps, stop_early, *, horizon, num_iters, damp_q):
     eta_q, eta_o = (eta, 1.0) if damp_q else (1.0, eta)
 
     def policies(q):
-        return _boltzmann(q, beta[:, None], mask[:, None])
+        return mge.boltzmann(q, beta[:, None], mask[:, None])
 
     def backward(q, occ):
         psi = -jnp.einsum("ij,jtx,xy->tiy", mu, occ[:, :horizon], coupling(game))  # [T, M, N]
@@ -242,7 +232,7 @@ def _mge_fb(game, beta, eta, eps, stop_early, *, horizon, num_iters, damp_q):
             q_old, psi_t = xs
             target = game.reward + psi_t[..., None] + jnp.einsum("mxay,my->mxa", game.P, v_next)
             q_new = jnp.where(mask, (1.0 - eta_q) * q_old + eta_q * target, 0.0)
-            v = jnp.sum(_boltzmann(q_new, beta, mask) * q_new, axis=-1)
+            v = jnp.sum(mge.boltzmann(q_new, beta, mask) * q_new, axis=-1)
             return v, q_new
 
         _, qs = jax.lax.scan(step, game.final_reward, (jnp.swapaxes(q, 0, 1), psi), reverse=True)

@@ -205,22 +205,5 @@ def nash_q(key, game: tabular.TabularGame, config: NashQConfig = NashQConfig()) 
 
 @partial(jax.jit, static_argnames=("config",))
 def _nash_q(key, game, config):
-    s_num, j_num, a = game.num_states, game.num_joint_actions, game.num_actions
-    n_iter = config.num_iterations
-
-    def sweep(carry, t):
-        q, key, _, _ = carry
-        key, k_next = jax.random.split(key)
-        # the extra last sweep (t = n_iter) only solves the final Q's stage games (as ce_q)
-        lr = jnp.where(t < n_iter, tl.decay(config.lr_init, config.lr_final, n_iter, t), 0.0)
-        sigmas, values = stage_equilibria(q, game)
-        k = jax.random.categorical(k_next, jnp.log(game.next_prob))  # [S, J]
-        nxt = jnp.take_along_axis(game.next_state, k[..., None], -1)[..., 0]
-        cont = jnp.where(game.absorbing[nxt], 0.0, values[:, nxt])  # [2, S, J]
-        new = q + lr * (game.reward + config.gamma * cont - q)
-        return (new, key, sigmas, values), jnp.max(jnp.abs(new - q))
-
-    q0 = jnp.zeros((2, s_num, j_num), game.reward.dtype)
-    carry = (q0, key, jnp.zeros((2, s_num, a), q0.dtype), jnp.zeros((2, s_num), q0.dtype))
-    (q, _, sigmas, values), delta = jax.lax.scan(sweep, carry, jnp.arange(n_iter + 1))
-    return q, sigmas, values, delta[:-1]
+    solve = lambda q: stage_equilibria(q, game)
+    return tl.sampled_sweeps(key, game, solve, config, (2, game.num_states, game.num_actions))

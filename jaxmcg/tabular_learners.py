@@ -275,16 +275,29 @@ def ce_q(key, game: tabular.TabularGame, config: CEQConfig = CEQConfig()) -> CEQ
 
 @partial(jax.jit, static_argnames=("config",))
 def _ce_q(key, game, config):
-    m, s_num, j_num = game.num_agents, game.num_states, game.num_joint_actions
-    n_iter = config.num_iterations
     solve = lambda q: stage_equilibria(q, game, config.objective, config.tie_break,
                                        config.lp_max_iter)
+    c = game.num_agents if config.objective == "libertarian" else 1
+    return sampled_sweeps(key, game, solve, config, (c, game.num_states, game.num_joint_actions))
+
+
+def sampled_sweeps(key, game, solve, config, sigma_shape):
+    """The synchronous sampled updates of CE-Q and Nash-Q: `config.num_iterations` sweeps of
+
+        Q_i(s, a) <- Q_i(s, a) + lr_t (r_i(s, a) + gamma V_i(s') - Q_i(s, a)),  s' ~ P(. | s, a),
+
+    over all (s, a) at once, from Q = 0, where `solve(q) -> (sigmas, values [M, S])` gives the
+    stage equilibria of the current Q (`sigmas` of shape `sigma_shape`) and `config` has `gamma`,
+    `num_iterations`, `lr_init`, `lr_final`. Returns `(q, sigmas, values, delta)`: the final Q, its
+    stage equilibria and values, and the max |Q change| of each sweep."""
+    m, s_num, j_num = game.num_agents, game.num_states, game.num_joint_actions
+    n_iter = config.num_iterations
 
     def sweep(carry, t):
         q, key, _, _ = carry
         key, k_next = jax.random.split(key)
         # the extra last sweep (t = n_iter) only solves the final Q's stage games: one copy of
-        # the LP solver in the program instead of two halves the compile time
+        # the stage solver in the program instead of two halves the compile time
         lr = jnp.where(t < n_iter, decay(config.lr_init, config.lr_final, n_iter, t), 0.0)
         sigmas, values = solve(q)
         k = jax.random.categorical(k_next, jnp.log(game.next_prob))  # [S, J]
@@ -294,8 +307,7 @@ def _ce_q(key, game, config):
         return (new, key, sigmas, values), jnp.max(jnp.abs(new - q))
 
     q0 = jnp.zeros((m, s_num, j_num), game.reward.dtype)
-    c = m if config.objective == "libertarian" else 1
-    carry = (q0, key, jnp.zeros((c, s_num, j_num), q0.dtype), jnp.zeros((m, s_num), q0.dtype))
+    carry = (q0, key, jnp.zeros(sigma_shape, q0.dtype), jnp.zeros((m, s_num), q0.dtype))
     (q, _, sigmas, values), delta = jax.lax.scan(sweep, carry, jnp.arange(n_iter + 1))
     return q, sigmas, values, delta[:-1]
 

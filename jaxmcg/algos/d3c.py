@@ -24,6 +24,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxmcg import registry
@@ -134,8 +135,6 @@ def fixed_mixing(num_agents: int, mode: str, self_weight: float = 0.99) -> jax.A
 
 def check_mixing_matrix(A, atol: float = 1e-5) -> None:
     """ValueError unless `A` is square and right-stochastic (non-negative rows summing to 1)."""
-    import numpy as np
-
     a = np.asarray(A, np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"mixing matrix has shape {a.shape}; it must be square [n, n]")
