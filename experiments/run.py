@@ -4,6 +4,9 @@
     python -m experiments.run --preset lio-er-3-2-batched --seeds 5
     python -m experiments.run --resume runs/lio-escape_room-20261120-120000
     python -m experiments.run --algo mge_f --env pursuit-3   # solvers: see experiments.solve
+    python -m experiments.run --algo lio --env escape_room --sweep lr=1e-3,3e-3 --seeds 5
+    python -m experiments.run --algo lio --env escape_room --devices all
+    python -m experiments.run ... --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
 
 Writes config.json, metrics.jsonl, summary.json and orbax checkpoints to --out (see README).
 Every input is checked before anything is compiled.
@@ -89,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=None,
                    help="report the first iteration whose moving-average collective return >= this")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="train the grid of these float hyperparameters (algorithm Config fields, "
+                        "or env.FIELD) in one compiled program, each point with --seeds seeds")
+    p.add_argument("--devices", default=None, metavar="N|all",
+                   help="local devices (all processes' devices with several processes) to split "
+                        "the runs and environments over (default 1)")
+    p.add_argument("--coordinator", help="multi-process: address:port of process 0 "
+                                         "(or JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", "--num_processes", type=int, dest="num_processes",
+                   help="multi-process: how many (or JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", "--process_id", type=int, dest="process_id",
+                   help="multi-process: this one's index (or JAX_PROCESS_ID)")
     return p
 
 
@@ -144,10 +159,14 @@ def resolve(args) -> dict:
     seeds = args.seeds if args.seeds is not None else 1
     if seeds <= 0:
         raise UsageError(f"--seeds={seeds} is invalid: must be a positive integer")
+    from jaxmcg.sweep import parse_sweep
+
+    sweep = parse_sweep(args.sweep, config, made_params)
     return {
         "algo": algo_name, "env": env_id, "env_params": env_params,
         "algo_config": _jsonable(dataclasses.asdict(config)), "algo_params": _jsonable(algo_params),
         "train": train, "seeds": seeds, "seed": args.seed, "preset": args.preset,
+        "sweep": sweep or None, "devices": args.devices or 1,
     }
 
 
@@ -208,23 +227,34 @@ def main(argv=None, _stop_after_chunks: int | None = None) -> int:
 
         return solve.main(argv)
     args = build_parser().parse_args(argv)
+    from jaxmcg import parallel, runner
+
+    runner.enable_compilation_cache()
     try:
+        parallel.initialize(parallel.distributed_settings(args.coordinator, args.num_processes,
+                                                          args.process_id))
         if args.resume:
             with open(os.path.join(args.resume, "config.json")) as f:
                 cfg = json.load(f)["run"]
+            if args.devices is not None:  # a resumed run may move to other devices
+                cfg["devices"] = args.devices
             out = args.resume
         else:
             cfg = resolve(args)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = args.out or os.path.join("runs", f"{cfg['algo']}-{cfg['env']}-{stamp}")
+        program = runner.prepare(cfg)
     except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from jaxmcg.runner import run_loop
-
-    return run_loop(cfg, out, resume=bool(args.resume), checkpoint_every=args.checkpoint_every,
-                    target=args.target, quiet=args.quiet, stop_after_chunks=_stop_after_chunks,
-                    git_commit=_git_commit())
+    try:
+        return runner.run_loop(cfg, out, resume=bool(args.resume),
+                               checkpoint_every=args.checkpoint_every, target=args.target,
+                               quiet=args.quiet, stop_after_chunks=_stop_after_chunks,
+                               git_commit=_git_commit(), program=program)
+    except MemoryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -32,12 +32,16 @@ class Trajectory:
 ActFn = Callable[[Any, jax.Array], tuple[Any, dict]]
 
 
-def episode_rollout(env, env_params, act_fn: ActFn, key: jax.Array, n_envs: int, num_steps: int):
+def episode_rollout(env, env_params, act_fn: ActFn, key: jax.Array, n_envs: int, num_steps: int,
+                    constrain: Callable | None = None):
     """Run one episode in each of `n_envs` environments with `act_fn(obs[E, N, ...], key)`.
 
     Returns a `Trajectory`. Environments are reset at the start; only the first episode of each
-    environment is valid, so `num_steps` should be the environment's horizon.
+    environment is valid, so `num_steps` should be the environment's horizon. `constrain` (see
+    `jaxmcg.parallel.env_batch_constraint`) places the environment axis of the carried state on
+    devices; the rest of the trajectory inherits it.
     """
+    constrain = constrain or (lambda tree: tree)
     key, reset_key = jax.random.split(key)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(
         jax.random.split(reset_key, n_envs), env_params
@@ -45,7 +49,7 @@ def episode_rollout(env, env_params, act_fn: ActFn, key: jax.Array, n_envs: int,
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def body(carry, step_key):
-        obs, state, alive = carry
+        obs, state, alive = constrain(carry)
         act_key, env_key = jax.random.split(step_key)
         action, extras = act_fn(obs, act_key)
         next_obs, state, reward, terminated, truncated, info = step(

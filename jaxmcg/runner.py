@@ -5,17 +5,25 @@ iteration and seed), `summary.json`, `checkpoints/` (orbax; `--resume` continues
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import jaxmcg
 from jaxmcg.checkpoint import Checkpointer
+from jaxmcg.memory import check_fits
+from jaxmcg.parallel import RUNS, is_main_process, make_mesh, parse_devices, replicated, runs_sharding
+from jaxmcg.sweep import algo_values, check_traceable, grid_points, point_arrays, rebind
+from jaxmcg.sweep import apply as sweep_apply
 from jaxmcg.train import TrainConfig, make_train
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "distrax", "gymnax", "orbax-checkpoint", "numpy")
@@ -40,6 +48,19 @@ def _versions() -> dict:
     return out
 
 
+def enable_compilation_cache() -> str | None:
+    """Turn on XLA's persistent compilation cache for the command-line tools (a repeated run or
+    benchmark skips compiling). Directory: `$JAXMCG_CACHE_DIR`, default `~/.cache/jaxmcg/xla`;
+    `JAXMCG_COMPILATION_CACHE=0` turns it off; a directory set through jax's own
+    `JAX_COMPILATION_CACHE_DIR` is kept. Returns the directory in use, or None."""
+    if os.environ.get("JAXMCG_COMPILATION_CACHE", "1") == "0":
+        return None
+    if not jax.config.jax_compilation_cache_dir:
+        default = os.path.join(os.path.expanduser("~"), ".cache", "jaxmcg", "xla")
+        jax.config.update("jax_compilation_cache_dir", os.environ.get("JAXMCG_CACHE_DIR", default))
+    return jax.config.jax_compilation_cache_dir
+
+
 def build(cfg: dict):
     """`(algo, env, env_params, config, train_config)` from a resolved run configuration."""
     algo = jaxmcg.get_algo(cfg["algo"])
@@ -52,12 +73,12 @@ def _to_host(metrics: dict) -> dict:
     return {k: np.asarray(v) for k, v in metrics.items()}
 
 
-def _line(metrics: dict, seed: int, env_steps: float, wall: float) -> dict:
-    line = {"iteration": int(metrics["iteration"][seed]), "seed": seed, "env_steps": int(env_steps),
+def _line(metrics: dict, run: int, env_steps: float, wall: float) -> dict:
+    line = {"iteration": int(metrics["iteration"][run]), "seed": run, "env_steps": int(env_steps),
             "wall_time": round(wall, 3)}
     for k, v in metrics.items():
         if k not in ("iteration", "env_steps"):
-            x = v[seed]
+            x = v[run]
             line[k] = x.tolist() if x.ndim else float(x)
     return line
 
@@ -96,75 +117,179 @@ def summarize(lines: list[dict], n_seeds: int, target: float | None, window: int
     return out
 
 
+@dataclasses.dataclass
+class Program:
+    """Everything a run needs, checked and traced but not compiled: `prepare(cfg)` raises
+    ValueError on any bad input (devices, sweep keys) before XLA sees a program."""
+
+    cfg: dict
+    train_config: TrainConfig
+    points: list  # sweep points (dicts of swept values); [{}] without a sweep
+    hp: dict  # per-run swept values [R]
+    mesh: Any
+    init: Callable  # seed -> (hp, runner), jitted, sharded over runs
+    chunk: Callable  # (hp, runner) -> (runner, metrics), jitted, metrics replicated
+    n_chunks: int
+
+    @property
+    def n_seeds(self) -> int:
+        return self.cfg["seeds"]
+
+
+def prepare(cfg: dict) -> Program:
+    algo, env, env_params, config, train_config = build(cfg)
+    points = grid_points(cfg.get("sweep") or {})
+    n_seeds, n_runs = cfg["seeds"], len(points) * cfg["seeds"]
+    mesh = make_mesh(parse_devices(cfg.get("devices", 1)), n_runs, train_config.n_envs,
+                     train_config.eval_envs)
+    hp = point_arrays(points, n_seeds)
+
+    def train_for(point_hp):
+        point_config, point_params = sweep_apply(point_hp, config, env_params)
+        return make_train(algo, env, point_params, point_config, train_config, mesh=mesh)
+
+    base = {k: getattr(config, k) for k in algo_values(hp)}  # plain floats between programs
+
+    def init_one(point_hp, key):
+        return rebind(train_for(point_hp).init(key), base)
+
+    def chunk_one(point_hp, runner):
+        runner, metrics = train_for(point_hp).chunk(rebind(runner, algo_values(point_hp)))
+        return rebind(runner, base), metrics
+    check_traceable(init_one, chunk_one, hp, jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
+    runs, everywhere = runs_sharding(mesh), replicated(mesh)
+    seed = cfg["seed"]
+
+    def init_all():
+        keys = jnp.tile(jax.random.split(jax.random.PRNGKey(seed), n_seeds), (len(points), 1))
+        hp_runs = {k: jnp.asarray(v) for k, v in hp.items()}
+        return hp_runs, jax.vmap(init_one, spmd_axis_name=RUNS)(hp_runs, keys)
+
+    init = jax.jit(init_all, out_shardings=runs)
+    chunk = jax.jit(jax.vmap(chunk_one, spmd_axis_name=RUNS), in_shardings=(runs, runs),
+                    out_shardings=(runs, everywhere))
+    return Program(cfg, train_config, points, hp, mesh, init, chunk,
+                   train_config.iterations // train_config.log_every)
+
+
+def _point_dirs(out: str, program: Program) -> list[str]:
+    if not program.cfg.get("sweep"):
+        return [out]
+    return [os.path.join(out, f"point-{p:03d}") for p in range(len(program.points))]
+
+
 def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 10,
              target: float | None = None, quiet: bool = False, stop_after_chunks: int | None = None,
-             git_commit: str | None = None) -> int:
-    algo, env, env_params, config, train_config = build(cfg)
-    os.makedirs(out, exist_ok=True)
-    metrics_path = os.path.join(out, "metrics.jsonl")
-    if not resume:
-        atomic_write_json(os.path.join(out, "config.json"), {
-            "run": cfg, "versions": _versions(), "devices": [str(d) for d in jax.devices()],
-            "git_commit": git_commit, "command": sys.argv,
-        })
-    train = make_train(algo, env, env_params, config, train_config)
-    keys = jax.random.split(jax.random.PRNGKey(cfg["seed"]), cfg["seeds"])
-    runner = jax.jit(jax.vmap(train.init))(keys)
+             git_commit: str | None = None, program: Program | None = None) -> int:
+    """Train `cfg` (from `experiments.run.resolve`) and write the run files under `out`. A sweep
+    writes one directory per point (`point-000`, ...) with the usual files, and a `summary.json`
+    listing the points. With several processes every process runs this; process 0 writes."""
+    program = program or prepare(cfg)
+    n_seeds, n_points = program.n_seeds, len(program.points)
+    main = is_main_process()
+    dirs = _point_dirs(out, program)
+    if main:
+        for d in dirs:
+            os.makedirs(d, exist_ok=True)
+    if main and not resume:
+        meta = {"versions": _versions(), "devices": [str(d) for d in jax.devices()],
+                "mesh": dict(program.mesh.shape), "processes": jax.process_count(),
+                "git_commit": git_commit, "command": sys.argv}
+        atomic_write_json(os.path.join(out, "config.json"), {"run": cfg, **meta})
+        if cfg.get("sweep"):
+            for d, point in zip(dirs, program.points):
+                point_cfg = {**cfg, "sweep": None, "point": point}
+                point_cfg["algo_config"] = {**cfg["algo_config"],
+                                            **{k: v for k, v in point.items() if "." not in k}}
+                atomic_write_json(os.path.join(d, "config.json"), {"run": point_cfg, **meta})
+    hp, runner = program.init()
     t0 = time.perf_counter()
-    chunk = jax.jit(jax.vmap(train.chunk)).lower(runner).compile()
+    compiled = program.chunk.lower(hp, runner).compile()
     compile_time = time.perf_counter() - t0
+    check_fits(compiled, program.mesh, program.train_config.n_envs)
 
     ckpt = Checkpointer(os.path.join(out, "checkpoints"))
-    meta = {"chunks_done": 0, "env_steps": [0.0] * cfg["seeds"], "wall_time": 0.0}
+    n_runs = n_points * n_seeds
+    meta = {"chunks_done": 0, "env_steps": [0.0] * n_runs, "wall_time": 0.0}
     if resume and ckpt.latest_step() is not None:
         runner, meta = ckpt.restore(runner)
-    done_iters = meta["chunks_done"] * train_config.log_every
-    lines = []
-    if os.path.exists(metrics_path):  # drop what was logged after the checkpoint
-        with open(metrics_path) as f:
-            lines = [ln for ln in map(json.loads, f) if ln["iteration"] <= done_iters]
-    with open(metrics_path, "w") as f:
-        f.writelines(json.dumps(ln) + "\n" for ln in lines)
+    done_iters = meta["chunks_done"] * program.train_config.log_every
+    lines = [[] for _ in dirs]
+    files = []
+    for p, d in enumerate(dirs):
+        path = os.path.join(d, "metrics.jsonl")
+        if main and os.path.exists(path):  # drop what was logged after the checkpoint
+            with open(path) as f:
+                lines[p] = [ln for ln in map(json.loads, f) if ln["iteration"] <= done_iters]
+        if main:
+            with open(path, "w") as f:
+                f.writelines(json.dumps(ln) + "\n" for ln in lines[p])
+            files.append(open(path, "a"))
 
     env_steps = list(meta["env_steps"])
     wall = meta["wall_time"]
     tty = sys.stderr.isatty()  # a progress line rewritten in place, else one line per 10%
-    with open(metrics_path, "a") as f:
-        for c in range(meta["chunks_done"], train.n_chunks):
+    n_chunks = program.n_chunks
+    try:
+        for c in range(meta["chunks_done"], n_chunks):
             t = time.perf_counter()
-            runner, metrics = chunk(runner)
+            runner, metrics = compiled(hp, runner)
             metrics = _to_host(metrics)
             wall += time.perf_counter() - t
-            for s in range(cfg["seeds"]):
-                env_steps[s] += float(metrics["env_steps"][s])
-                line = _line(metrics, s, env_steps[s], wall)
-                lines.append(line)
-                f.write(json.dumps(line) + "\n")
-            f.flush()
-            if not quiet and (tty or (c + 1) % max(1, train.n_chunks // 10) == 0):
+            for r in range(n_runs):
+                env_steps[r] += float(metrics["env_steps"][r])
+            for p, f in enumerate(files):
+                for s in range(n_seeds):
+                    r = p * n_seeds + s
+                    line = _line(metrics, r, env_steps[r], wall)
+                    line["seed"] = s
+                    lines[p].append(line)
+                    f.write(json.dumps(line) + "\n")
+                f.flush()
+            if main and not quiet and (tty or (c + 1) % max(1, n_chunks // 10) == 0):
                 cr = metrics["collective_return"]
                 lead = "\r" if tty else ""
-                print(f"{lead}[{c + 1}/{train.n_chunks}] iteration "
+                print(f"{lead}[{c + 1}/{n_chunks}] iteration "
                       f"{int(metrics['iteration'][0])}  collective_return median {np.median(cr):.2f}  "
                       f"{sum(env_steps) / max(wall, 1e-9):,.0f} steps/s", end="" if tty else "\n",
                       file=sys.stderr, flush=True)
-            last = c + 1 == train.n_chunks
+            last = c + 1 == n_chunks
             if (c + 1) % checkpoint_every == 0 or last or stop_after_chunks == c + 1:
                 ckpt.save(c + 1, runner, {"chunks_done": c + 1, "env_steps": env_steps,
                                           "wall_time": wall})
             if stop_after_chunks == c + 1:
-                ckpt.close()
                 return 0
+    finally:
+        ckpt.close()
+        for f in files:
+            f.close()
+    if not main:
+        return 0
     if not quiet and tty:
         print(file=sys.stderr)
-    ckpt.close()
-    summary = summarize(lines, cfg["seeds"], target)
-    summary.update({"algo": cfg["algo"], "env": cfg["env"], "seeds": cfg["seeds"],
-                    "iterations": train_config.iterations, "env_steps": sum(env_steps),
-                    "wall_time_s": wall, "compile_time_s": compile_time,
-                    "steps_per_second": sum(env_steps) / max(wall, 1e-9)})
-    atomic_write_json(os.path.join(out, "summary.json"), summary)
+    timing = {"wall_time_s": wall, "compile_time_s": compile_time,
+              "steps_per_second": sum(env_steps) / max(wall, 1e-9)}
+    summaries = []
+    for p, d in enumerate(dirs):
+        summary = summarize(lines[p], n_seeds, target)
+        point_steps = sum(env_steps[p * n_seeds:(p + 1) * n_seeds])
+        summary.update({"algo": cfg["algo"], "env": cfg["env"], "seeds": n_seeds,
+                        "iterations": program.train_config.iterations, "env_steps": point_steps,
+                        **timing})
+        if cfg.get("sweep"):
+            summary["point"] = program.points[p]
+        atomic_write_json(os.path.join(d, "summary.json"), summary)
+        summaries.append(summary)
+    if cfg.get("sweep"):
+        atomic_write_json(os.path.join(out, "summary.json"), {
+            "sweep": cfg["sweep"], "points": [
+                {"dir": os.path.basename(d), "point": s["point"],
+                 "collective_return": s["collective_return"]} for d, s in zip(dirs, summaries)],
+            **timing})
     if not quiet:
-        print(f"{out}: collective_return (last 10%) median {summary['collective_return']['median']:.3f}"
-              f" over {cfg['seeds']} seed(s), {wall:.1f} s + {compile_time:.1f} s compile")
+        for d, s in zip(dirs, summaries):
+            label = f" {s['point']}" if cfg.get("sweep") else ""
+            print(f"{d}{label}: collective_return (last 10%) median "
+                  f"{s['collective_return']['median']:.3f} over {n_seeds} seed(s)")
+        print(f"{wall:.1f} s + {compile_time:.1f} s compile, {timing['steps_per_second']:,.0f} steps/s")
     return 0

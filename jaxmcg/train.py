@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxmcg.differentiable import is_differentiable_game
+from jaxmcg.parallel import env_batch_constraint
 from jaxmcg.rollout import episode_returns, episode_rollout
 
 
@@ -78,10 +79,13 @@ class Train:
         return jax.lax.scan(lambda r, _: self.chunk(r), runner, None, self.n_chunks)
 
 
-def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainConfig()) -> Train:
+def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainConfig(),
+               mesh=None) -> Train:
     """Build the pure training functions of `algo` (a module) on `env` for one seed.
 
     `jax.vmap(train)(keys)` trains several seeds at once; so do `vmap(init)` and `vmap(chunk)`.
+    With a `mesh` (`jaxmcg.parallel.make_mesh`) the environment batches are split over its `envs`
+    axis; vmap seeds with `spmd_axis_name=jaxmcg.parallel.RUNS` to split them over its `runs` axis.
     """
     train_config.validate()
     if is_differentiable_game(env):
@@ -90,6 +94,7 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
         env = algo.wrap_env(env, config)
     num_steps = train_config.num_steps or env.horizon(env_params)
     phases = phases_of(algo, config)
+    constrain = env_batch_constraint(mesh)
     num_actions = getattr(env.action_space(env_params), "n", None)
     # algorithms that carry a batch between updates (LIO, MetaGrad) size it at init
     init_params = inspect.signature(algo.init).parameters
@@ -98,7 +103,7 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
 
     def rollout(algo_state, key, n_envs, evaluate=False):
         act = lambda obs, k: algo.act(algo_state, obs, k, evaluate=evaluate)
-        return episode_rollout(env, env_params, act, key, n_envs, num_steps)
+        return episode_rollout(env, env_params, act, key, n_envs, num_steps, constrain)
 
     def init(key):
         key, init_key = jax.random.split(key)

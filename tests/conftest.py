@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -5,6 +6,8 @@ import jax
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers: env_checks, gradcheck
+# tests measure fresh compiles (and must not depend on an earlier run's cache)
+os.environ.setdefault("JAXMCG_COMPILATION_CACHE", "0")
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def no_compile():
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--algo", "nope", "--env", "escape_room"], "valid: ac, ac_c, ac_d, cen, d3c, dcl, ia, ippo, lio"),
+    (["--algo", "nope", "--env", "escape_room"], "valid: ac, ac_c, ac_d, "),
     (["--algo", "dcl", "--env", "rpc", "--algo-param", "mega_step=3"],
      "mega_step=3 does not divide the horizon max_steps_in_episode=16; valid mega_step values"),
     (["--algo", "dcl", "--env", "cleanup-7x7"], "DCL's MLPs need flat observations"),
@@ -52,6 +52,15 @@ def no_compile():
     (["--preset", "nope"], "unknown preset 'nope'; valid: "),
     (["--algo", "lio", "--env", "escape_room", "--algo-param", "meta_grad=nope"], "meta_grad='nope'"),
     (["--algo", "lio", "--env", "escape_room", "--seeds", "0"], "--seeds=0"),
+    (["--algo", "lio", "--env", "escape_room", "--sweep", "hidden=8,16"],
+     "--sweep 'hidden' is not a float hyperparameter that can be swept; valid: "),
+    (["--algo", "lio", "--env", "escape_room", "--sweep", "lr=fast"], "values must be numbers"),
+    (["--algo", "lio", "--env", "escape_room", "--sweep", "lr"], "must look like KEY=V1,V2"),
+    (["--algo", "lio", "--env", "escape_room", "--sweep", "env.nope=1"], "valid: "),
+    (["--algo", "lio", "--env", "escape_room", "--devices", "0"], "--devices='0' is invalid"),
+    (["--algo", "lio", "--env", "escape_room", "--devices", f"{len(jax.devices()) + 1}"],
+     "device(s) are visible"),
+    (["--algo", "lio", "--env", "escape_room", "--num-processes", "2"], "--coordinator"),
 ])
 def test_bad_input_fails_before_compilation(argv, needle, capsys, no_compile, tmp_path):
     assert run.main(argv + ["--out", str(tmp_path / "r")]) == 2
