@@ -16,11 +16,9 @@ test:
 test-slow:
 	$(BIN)/python -m pytest -q -m slow -n auto --maxprocesses 8
 
+# every environment and algorithm on this device -> benchmarks/results/<platform>.{json,md}
 bench:
-	$(BIN)/python -m benchmarks.throughput --env escape_room
-	$(BIN)/python -m benchmarks.lio_iteration
-	$(BIN)/python -m benchmarks.throughput --env coins --n-envs 1024 4096
-	$(BIN)/python -m benchmarks.mge_batch
+	$(BIN)/python -m benchmarks.suite
 
 lint:
 	$(BIN)/ruff check jaxmcg envs experiments benchmarks tests

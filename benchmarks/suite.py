@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxmcg
+from jaxmcg import spaces
 from jaxmcg.differentiable import is_differentiable_game
 from jaxmcg.memory import env_bytes
 from jaxmcg.runner import enable_compilation_cache
@@ -57,6 +58,7 @@ def env_program(env, params, n_envs: int, n_steps: int):
     reset = jax.vmap(env.reset, in_axes=(0, None))
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     sample = jax.vmap(act_space.sample)
+    n_actions = getattr(act_space, "n", None) if isinstance(act_space, spaces.Discrete) else None
 
     def run(key):
         key, key_reset = jax.random.split(key)
@@ -65,8 +67,11 @@ def env_program(env, params, n_envs: int, n_steps: int):
         def body(carry, _):
             obs, state, total, key = carry
             key, key_act, key_step = jax.random.split(key, 3)
-            actions = sample(jax.random.split(key_act, n_envs * env.num_agents))
-            actions = actions.reshape(n_envs, env.num_agents, *actions.shape[1:])
+            if n_actions is not None:  # one draw for the batch: per-key sampling costs more than ER
+                actions = jax.random.randint(key_act, (n_envs, env.num_agents), 0, n_actions)
+            else:
+                actions = sample(jax.random.split(key_act, n_envs * env.num_agents))
+                actions = actions.reshape(n_envs, env.num_agents, *actions.shape[1:])
             obs, state, reward, _, _, _ = step(jax.random.split(key_step, n_envs), state, actions, params)
             return (obs, state, total + reward.sum(), key), None
 
