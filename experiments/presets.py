@@ -269,3 +269,107 @@ def get_preset(name: str) -> dict:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
+
+
+# --- MetaGrad (thesis ch. 6) ---
+# Tables C.1-C.3 (spec/thesis.md §3.6). ER: PG agents without exploration floor (A26), designer
+# Adam, psi with its own Adam (A13); [CODE] 100k episodes, one per iteration (pipelining), eval every
+# 100 with 10 episodes (Cleanup: 5). No table for ER(2,1): the ER(5,2) column.
+_MG_ER = {"learner": "pg", "learner_params": (("hidden", (64, 64)), ("lr", 9.56e-5),
+                                              ("entropy_coef", 0.0166), ("eps_start", 0.0),
+                                              ("eps_end", 0.0)),
+          "hidden": (64, 32), "lr": 7.93e-4, "lr_cost": 6.03e-5}
+_MG_PAPER_TRAIN = {"n_envs": 1, "iterations": 100_000, "log_every": 100, "eval_envs": 10}
+
+
+def _pg_agents(hidden, lr, entropy):
+    return (("hidden", hidden), ("lr", lr), ("entropy_coef", entropy), ("eps_start", 0.0),
+            ("eps_end", 0.0))
+
+
+_DUAL_D_ER = {  # Table C.1 / C.2 dual-RL (d): S_r = {0, 1.1, 2.0} (one of the sets of §3.5)
+    (5, 2): {"action": "discrete", "learner_params": _pg_agents((128, 64), 3.41e-4, 0.386),
+             "entropy_coef": 0.488, "lr": 2.47e-3, "hidden": (128, 64)},
+    (10, 5): {"action": "discrete", "learner_params": _pg_agents((64, 64), 9.56e-5, 0.0166),
+              "entropy_coef": 0.148, "lr": 7.07e-3, "hidden": (64, 32)},
+}
+_DUAL_C_ER = {  # Table C.1 / C.2 dual-RL (c)
+    (5, 2): {"action": "continuous", "learner_params": _pg_agents((64, 32), 7.70e-4, 7.07),
+             "entropy_coef": 0.0, "lr": 1.17e-4, "hidden": (64, 64)},
+    (10, 5): {"action": "continuous", "learner_params": _pg_agents((64, 32), 9.05e-4, 0.345),
+              "entropy_coef": 0.0, "lr": 1.63e-4, "hidden": (128, 64)},
+}
+_DUAL_D_ER[(2, 1)], _DUAL_C_ER[(2, 1)] = _DUAL_D_ER[(5, 2)], _DUAL_C_ER[(5, 2)]
+# Many parallel episodes (256 per update; 4096 costs 16x more per iteration on CPU): batch-mean
+# losses, so the agents' SGD rate is pg's batched 1e-2, the designer's Adam 3e-3; psi's Adam 3e-3
+# (a 2-seed check on ER(5,2) at 1e-3 brought the lever payment down in one seed of two in 1500
+# iterations, at 3e-4 in none), and the return gets a batch-mean baseline (metagrad.Config).
+_MG_ER_BATCHED = {**_MG_ER, "learner_params": _pg_agents((64, 64), 1e-2, 0.0166), "lr": 3e-3,
+                  "lr_cost": 3e-3, "batch_baseline": True}
+_ER_BATCHED_TRAIN = {"n_envs": 256, "iterations": 1500, "log_every": 50, "eval_envs": 1024}
+# Cleanup, Table C.3: actor-critic agents sharing parameters (thesis L1129), eps 1.0 -> 0.05 over
+# 100; the designer has the agents' conv torso, GAE lambda 0.99 from its critic, PPO eps 0.0172,
+# no cost term ([CODE] id_ssd, A13); incentives 2 sigmoid (A28).
+_CLEANUP_AGENTS = {"network": "conv", "hidden": (64, 64), "critic_hidden": (64, 64),
+                   "entropy_coef": 0.129, "eps_start": 1.0, "eps_end": 0.05, "eps_div": 100.0,
+                   "lr": 6.73e-4, "lr_critic": 5.54e-4, "tau": 7.93e-3}
+_MG_CLEANUP = {"learner": "ac", "learner_params": tuple(_CLEANUP_AGENTS.items()),
+               "share_parameters": True, "network": "conv", "hidden": (64, 64),
+               "critic_hidden": (64, 64), "advantage": "gae", "gae_lambda": 0.99, "lr": 1.24e-5,
+               "lr_critic": 2.4e-5, "critic_tau": 0.114, "ppo_clip": 0.0172, "cost": "none"}
+_DUAL_C_CLEANUP = {"action": "continuous", "learner": "ac", "share_parameters": True,
+                   "learner_params": tuple({**_CLEANUP_AGENTS, "entropy_coef": 0.173,
+                                            "eps_end": 0.1, "lr": 6.23e-4, "lr_critic": 4.46e-4,
+                                            "tau": 0.292}.items()),
+                   "network": "conv", "hidden": (64, 64), "critic_hidden": (64, 64),
+                   "advantage": "gae", "gae_lambda": 0.99, "lr": 1.15e-5, "lr_critic": 1.72e-5,
+                   "critic_tau": 0.846, "entropy_coef": 0.0}
+# Batched Cleanup (64 episodes per update, provisional): agents' SGD 5e-2 as the other Cleanup
+# family defaults, designer Adam 1e-3 (not calibrated over seeds).
+_MG_CLEANUP_BATCHED = {**_MG_CLEANUP, "lr": 1e-3, "lr_critic": 1e-3, "learner_params": tuple(
+    {**_CLEANUP_AGENTS, "lr": 5e-2, "lr_critic": 1e-3, "tau": 0.01}.items())}
+_DUAL_C_CLEANUP_BATCHED = {**_DUAL_C_CLEANUP, "lr": 1e-3, "lr_critic": 1e-3,
+                           "learner_params": _MG_CLEANUP_BATCHED["learner_params"]}
+_CLEANUP_BATCHED_TRAIN = {"n_envs": 64, "iterations": 2000, "log_every": 50, "eval_envs": 64}
+for (_n, _m) in ((5, 2), (10, 5), (2, 1)):
+    _tag = f"er-{_n}-{_m}"
+    PRESETS[f"metagrad-{_tag}"] = dict(algo="metagrad", env="escape_room", env_params=_er(_n, _m),
+                                       algo_params=_MG_ER, train=_MG_PAPER_TRAIN)
+    PRESETS[f"dual_rl_d-{_tag}"] = dict(algo="dual_rl", env="escape_room", env_params=_er(_n, _m),
+                                        algo_params=_DUAL_D_ER[(_n, _m)], train=_MG_PAPER_TRAIN)
+    PRESETS[f"dual_rl_c-{_tag}"] = dict(algo="dual_rl", env="escape_room", env_params=_er(_n, _m),
+                                        algo_params=_DUAL_C_ER[(_n, _m)], train=_MG_PAPER_TRAIN)
+    PRESETS[f"metagrad-{_tag}-batched"] = dict(
+        algo="metagrad", env="escape_room", env_params=_er(_n, _m), algo_params=_MG_ER_BATCHED,
+        train=_ER_BATCHED_TRAIN)
+    for _v, _table in (("d", _DUAL_D_ER), ("c", _DUAL_C_ER)):  # same budget and agents as MetaGrad
+        PRESETS[f"dual_rl_{_v}-{_tag}-batched"] = dict(
+            algo="dual_rl", env="escape_room", env_params=_er(_n, _m),
+            algo_params={**_table[(_n, _m)], "learner_params": _MG_ER_BATCHED["learner_params"],
+                         "lr": 3e-3}, train=_ER_BATCHED_TRAIN)
+# AMD on ER(2,1) (Fig C.1): [CODE] Baumann config (amd.Config defaults), 50k episodes; the thesis
+# truncated its runs at 6k for instability (§6.4).
+PRESETS["amd-er-2-1"] = dict(algo="amd", env="escape_room", env_params=_er(2, 1),
+                             train={**_MG_PAPER_TRAIN, "iterations": 50_000})
+PRESETS["amd-er-2-1-batched"] = dict(algo="amd", env="escape_room", env_params=_er(2, 1),
+                                     algo_params={"lr": 3e-3}, train=_ER_BATCHED_TRAIN)
+PRESETS["metagrad-cleanup-7x7"] = dict(
+    algo="metagrad", env="cleanup-7x7", algo_params=_MG_CLEANUP,
+    train={"n_envs": 1, "iterations": 100_000, "log_every": 100, "eval_envs": 5})
+PRESETS["dual_rl_c-cleanup-7x7"] = dict(
+    algo="dual_rl", env="cleanup-7x7", algo_params=_DUAL_C_CLEANUP,
+    train={"n_envs": 1, "iterations": 100_000, "log_every": 100, "eval_envs": 5})
+PRESETS["metagrad-cleanup-7x7-batched"] = dict(
+    algo="metagrad", env="cleanup-7x7", algo_params=_MG_CLEANUP_BATCHED,
+    train=_CLEANUP_BATCHED_TRAIN)
+PRESETS["dual_rl_c-cleanup-7x7-batched"] = dict(
+    algo="dual_rl", env="cleanup-7x7", algo_params=_DUAL_C_CLEANUP_BATCHED,
+    train=_CLEANUP_BATCHED_TRAIN)
+FAMILY_DEFAULTS[("metagrad", "escape_room")] = _MG_ER_BATCHED
+FAMILY_DEFAULTS[("metagrad", "cleanup")] = _MG_CLEANUP_BATCHED
+FAMILY_DEFAULTS[("dual_rl", "escape_room")] = {
+    **_DUAL_D_ER[(5, 2)], "learner_params": _MG_ER_BATCHED["learner_params"], "lr": 3e-3}
+FAMILY_DEFAULTS[("dual_rl", "cleanup")] = _DUAL_C_CLEANUP_BATCHED
+FAMILY_TRAIN[("metagrad", "cleanup")] = _CLEANUP_BATCHED_TRAIN
+FAMILY_TRAIN[("dual_rl", "cleanup")] = _CLEANUP_BATCHED_TRAIN
+# --- end MetaGrad ---

@@ -119,6 +119,8 @@ def _ensure_builtin() -> None:
         for name in ("dcl", "ippo", "mediated", "moca"):  # commitment games (dcl.md §2, §4.1-§4.3)
             _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
         _ALGOS.setdefault("d3c", "jaxmcg.algos.d3c")  # d3c.md §1
+        for name in ("metagrad", "dual_rl", "amd"):  # thesis ch. 6 incentive designers (§3)
+            _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
         try:  # the envs package registers itself; optional so jaxmcg works without it
             importlib.import_module("envs")
         except ModuleNotFoundError as err:

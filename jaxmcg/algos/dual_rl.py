@@ -1,0 +1,219 @@
+"""dual-RL: the incentive designer as an ordinary RL agent on the agents' time scale (thesis ch. 6
+baseline, "AI Economist"; spec/thesis.md §3.5, Tables C.1-C.3).
+
+At every step the ID observes (s_t, a_t) and picks one incentive value per action type k (the
+nodes MetaGrad's mu_eta outputs); agent i receives the node of its own action type:
+
+* `action="discrete"` (dual-RL (d)): a categorical over |S_r|^K joint choices, decoded base |S_r|
+  over the K types [CODE], node k = S_r[digit_k];
+* `action="continuous"` (dual-RL (c)): u ~ N(f_eta(s, a), I), node k = r_max sigmoid(u_k).
+
+The ID's reward is R^ID_t minus the incentives it pays (§3.5: "the cost is subtracted"); it learns
+by REINFORCE on the discounted return (ER) or with GAE from a critic (Cleanup, lambda = 0.99;
+Table C.3's PPO clip is inactive at one epoch per batch, §3.2). The agents (any single-update jaxmcg
+algorithm) learn from r^i + u on the same batch.
+
+The ID acts after the agents within a step, on the step's `info`, so its choice is drawn from noise
+sampled in `act` (stored in `extras`) and the parameters of the rollout: Gumbel-max for the
+categorical, u = f + z for the Gaussian. `update` recomputes the same sample, which is exact
+because the ID's parameters change only after the rollout.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxmcg import distributions as D
+from jaxmcg.designer import (
+    check_designer_env,
+    designer_advantages,
+    designer_critic_step,
+    init_designer_nets,
+    make_agents,
+    paid_by_type,
+    received_by_type,
+    wrap_designer,
+)
+from jaxmcg.losses import time_sum_env_mean
+from jaxmcg.networks import NETWORKS
+
+ACTIONS = ("discrete", "continuous")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    action: str = "discrete"  # "discrete" = dual-RL (d), "continuous" = dual-RL (c)
+    # agents: Table C.1 dual-RL (d) ER(5,2): PG, entropy 0.386, lr 3.41e-4, h1 128, h2 64,
+    # no exploration floor (as MetaGrad's ER agents, A26)
+    learner: str = "pg"
+    learner_params: tuple = (("hidden", (128, 64)), ("lr", 3.41e-4), ("entropy_coef", 0.386),
+                             ("eps_start", 0.0), ("eps_end", 0.0))
+    share_parameters: bool = False  # Cleanup: shared agents (thesis L1129)
+    values: tuple[float, ...] = (0.0, 1.1, 2.0)  # S_r of dual-RL (d), one of the sets of §3.5
+    r_max: float = 2.0  # dual-RL (c): incentives in (0, r_max) (§3.5)
+    network: str = "auto"
+    hidden: tuple[int, ...] = (128, 64)  # (d): the agents' architecture; (c): d1, d2 (Table C.1)
+    lr: float = 2.47e-3  # alpha_ID, Adam, Table C.1 dual-RL (d) (c: 1.17e-4)
+    entropy_coef: float = 0.488  # designer c_entropy, Table C.1 (d); (c) has none
+    advantage: str = "return"  # "return" (ER) or "gae" (Cleanup, Table C.3)
+    gae_lambda: float = 0.99  # Table C.3 / thesis L2007
+    critic_hidden: tuple[int, ...] = (64, 64)
+    lr_critic: float = 1.72e-5  # alpha_v,ID, Table C.3 dual-RL (c)
+    critic_tau: float = 0.846  # designer c_v, Table C.3 dual-RL (c)
+    gamma: float = 0.99  # §3.6
+
+    def validate(self) -> None:
+        for name, value, valid in (("action", self.action, ACTIONS),
+                                   ("network", self.network, ("auto",) + NETWORKS),
+                                   ("advantage", self.advantage, ("return", "gae"))):
+            if value not in valid:
+                raise ValueError(f"{name}={value!r} is invalid; valid: {', '.join(map(repr, valid))}")
+        if self.action == "continuous" and not self.r_max > 0:
+            raise ValueError(f"r_max={self.r_max!r} gives an empty incentive range (0, r_max); "
+                             "must be > 0")
+        if self.action == "discrete" and (len(self.values) < 2 or min(self.values) < 0):
+            raise ValueError(f"values={self.values!r} is invalid: the discrete incentive set S_r "
+                             "needs at least 2 values, all >= 0 (e.g. (0.0, 1.1))")
+
+    def __post_init__(self):  # JSON round trips turn tuples into lists; keep them hashable
+        object.__setattr__(self, "learner_params", tuple(
+            (k, tuple(v) if isinstance(v, list) else v) for k, v in self.learner_params))
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+
+
+@struct.dataclass
+class State:
+    learner_state: object
+    eta: dict  # the ID's policy
+    opt_state: optax.OptState
+    critic_params: dict | None
+    target_params: dict | None
+    critic_opt_state: optax.OptState | None
+    iteration: jax.Array
+    config: Config = struct.field(pytree_node=False)
+    agents: object = struct.field(pytree_node=False)
+    policy: object = struct.field(pytree_node=False)
+    num_types: int = struct.field(pytree_node=False)
+    critic: object = struct.field(pytree_node=False, default=None)
+
+
+wrap_env = wrap_designer
+
+
+def check_env(env, env_params, config: Config) -> None:
+    check_designer_env(env, config if config.action == "continuous" else None)
+    make_agents(config, env, "dual_rl")
+
+
+def num_outputs(config: Config, num_types: int) -> int:
+    """|S_r|^K logits for (d), K means for (c)."""
+    return len(config.values) ** num_types if config.action == "discrete" else num_types
+
+
+def decode(choice, values, num_types: int) -> jax.Array:
+    """Node values `[..., K]` of joint choices `[...]`: base-|S_r| digits, type 0 least significant."""
+    s = len(values)
+    digits = (choice[..., None] // (s ** np.arange(num_types))) % s
+    return jnp.asarray(values, jnp.float32)[digits]
+
+
+def init(key, env, env_params, config: Config) -> State:
+    config.validate()
+    env = wrap_env(env, config)
+    agents = make_agents(config, env, "dual_rl")
+    k_agents, k_nets = jax.random.split(key)
+    k = env.spec.num_types
+    policy, eta, critic, critic_params = init_designer_nets(
+        k_nets, env, env_params, config, num_outputs(config, k), True, config.advantage == "gae")
+    return State(
+        learner_state=agents.init(k_agents, env, env_params), eta=eta,
+        opt_state=optax.adam(config.lr).init(eta), critic_params=critic_params,
+        target_params=critic_params,
+        critic_opt_state=None if critic is None else optax.adam(config.lr_critic).init(critic_params),
+        iteration=jnp.zeros((), jnp.int32), config=config, agents=agents, policy=policy,
+        num_types=k, critic=critic)
+
+
+def act(state: State, obs, key, evaluate: bool = False):
+    """The agents' actions; `extras["designer_noise"]` is the ID's noise for this step (Gumbel
+    `[E, |S_r|^K]` or standard normal `[E, K]`). The ID samples in evaluation too (A19)."""
+    k_agents, k_noise = jax.random.split(key)
+    actions, extras = state.agents.act(state.learner_state, obs, k_agents, evaluate=evaluate)
+    shape = (actions.shape[0], num_outputs(state.config, state.num_types))
+    noise = (jax.random.gumbel(k_noise, shape) if state.config.action == "discrete"
+             else jax.random.normal(k_noise, shape))
+    return actions, {"learner": extras, "designer_noise": noise}
+
+
+def designer_action(state: State, eta, batch, sample_eta=None):
+    """`(nodes [T, E, K], log pi_eta(choice) [T, E], entropy [T, E])` of the choices drawn in the
+    rollout with `sample_eta` (default: `state.eta`, the parameters of the rollout), from the noise
+    stored in `extras`. Entropy is 0 for the Gaussian: (c) has no entropy bonus (Table C.1)."""
+    info, noise = batch.info, batch.extras["designer_noise"]
+    apply = lambda p: state.policy.apply({"params": p}, info["designer_obs"],  # noqa: E731
+                                         info["designer_features"])
+    out = apply(eta)
+    drawn = jax.lax.stop_gradient(apply(state.eta if sample_eta is None else sample_eta))
+    if state.config.action == "discrete":
+        logp = jax.nn.log_softmax(out, axis=-1)
+        choice = jnp.argmax(jax.nn.log_softmax(drawn, axis=-1) + noise, axis=-1)  # Gumbel-max
+        nodes = decode(choice, state.config.values, state.num_types)
+        return nodes, D.log_prob_of(logp, choice), D.entropy(logp)
+    u = drawn + noise  # u ~ N(f(s, a), I)
+    logp = jnp.sum(-0.5 * jnp.square(u - out) - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+    return state.config.r_max * jax.nn.sigmoid(u), logp, jnp.zeros_like(logp)
+
+
+def _paid(state: State, batch) -> jax.Array:
+    nodes, _, _ = designer_action(state, state.eta, batch)
+    return paid_by_type(nodes, batch.info["designer_action_type"])  # [T, E, N]
+
+
+def designer_rewards(state: State, batch, paid) -> jax.Array:
+    """R^ID_t minus the incentives paid at t, `[T, E]` (§3.5)."""
+    return batch.info["designer_reward"] - jnp.sum(paid, axis=-1)
+
+
+def designer_loss(eta, state: State, batch, advantages) -> jax.Array:
+    """-sum_t log pi_ID(choice_t) A_t - c_ent H_t, mean over environments."""
+    _, logp, ent = designer_action(state, eta, batch)
+    return -time_sum_env_mean(logp * advantages + state.config.entropy_coef * ent, batch.valid)
+
+
+def update(state: State, batch):
+    """The ID's policy-gradient step and the agents' step on the same batch."""
+    c = state.config
+    paid = jax.lax.stop_gradient(_paid(state, batch))
+    rewards = designer_rewards(state, batch, paid)
+    metrics = {}
+    if c.advantage == "gae":
+        adv = designer_advantages(state, batch, rewards)
+        state, metrics["dual_rl/critic_loss"] = designer_critic_step(state, batch, rewards)
+    else:
+        adv = designer_advantages(state, batch, rewards)
+    loss, grads = jax.value_and_grad(designer_loss)(state.eta, state, batch, adv)
+    upd, opt_state = optax.adam(c.lr).update(grads, state.opt_state)
+    agents_batch = batch.replace(reward=batch.reward + paid, extras=batch.extras["learner"])
+    lstate, lmetrics = state.agents.update(state.learner_state, agents_batch)
+    state = state.replace(eta=optax.apply_updates(state.eta, upd), opt_state=opt_state,
+                          learner_state=lstate, iteration=state.iteration + 1)
+    paid_ep = jnp.mean(jnp.sum(paid * batch.valid[..., None], axis=0), axis=0)
+    return state, {"dual_rl/loss": loss, "dual_rl/paid_per_episode": paid_ep, **metrics, **lmetrics}
+
+
+def eval_metrics(state: State, batch) -> dict:
+    """R^ID minus the incentives paid (as the thesis reports), per-agent incentives per episode
+    and per step of each action type (`[N, K]`)."""
+    valid = batch.valid
+    paid = _paid(state, batch) * valid[..., None]
+    return {
+        "designer_return": jnp.mean(jnp.sum(designer_rewards(state, batch, paid) * valid, axis=0)),
+        "dual_rl/received": jnp.mean(jnp.sum(paid, axis=0), axis=0),
+        "dual_rl/received_by_type": received_by_type(paid, batch.info["designer_action_type"],
+                                                     valid, state.num_types),
+    }
