@@ -37,3 +37,4 @@ register_env("coin_game-v0", "envs.coins:CoinGame")
 register_env("trust_your_brother-v0", "envs.trust_your_brother:TrustYourBrother")
 register_env("driving_junction-v0", "envs.driving_junction:DrivingJunction")  # mge.md §2.6
 register_env("harvest_patch-v0", "envs.harvest_patch:HarvestPatch")  # d3c.md §2.8 (McKee et al. 2020)
+register_env("gtb-15x15-v0", "envs.gtb:GTB")  # thesis ch. 6 Gather-Trade-Build (gtb.md)

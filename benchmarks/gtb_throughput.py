@@ -1,0 +1,123 @@
+"""Gather-Trade-Build throughput (gtb.md §11.8): vmapped `env.step` (auto-reset, observations and
+masks) driven by a masked uniform random policy, inside one jitted `lax.scan`.
+
+    python -m benchmarks.gtb_throughput [--n-envs 1024 4096 16384] [--steps 200] [--repeats 3]
+        [--devices all|N] [--designer-obs none|foundation] [--obs-format flat|compact] [--json PATH]
+
+The reference is the authors' simulator [F]: one environment in one process with random masked
+actions and observations, ≈1.4k env-steps/s on the shared 2-core CPU of the spec (gtb.md §9.5, [M]);
+the acceptance target is ≥ 100x that at 4096 environments (§11.8). [F] is not run here (it is not a
+dependency); `--reference-steps-per-s` changes the figure compared against.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={os.cpu_count() or 1}")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import jaxmcg  # noqa: E402
+
+F_STEPS_PER_S = 1400.0  # gtb.md §9.5 [M]
+
+
+def make_rollout(env, params, n_envs: int, n_steps: int):
+    """`run(key) -> reward_sum`: `n_steps` steps of `n_envs` envs with masked uniform actions; the
+    observations are carried (so XLA keeps them) and feed the next step's mask."""
+    reset = jax.vmap(env.reset, in_axes=(0, None))
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def run(key):
+        key, key_reset = jax.random.split(key)
+        obs, state = reset(jax.random.split(key_reset, n_envs), params)
+
+        def body(carry, _):
+            obs, state, total, key = carry
+            key, key_act, key_step = jax.random.split(key, 3)
+            mask = env.split_obs(obs)["action_mask"] > 0.5
+            # uniform over the valid actions: the k-th valid one, k ~ U{0..n_valid-1} (one
+            # uniform per agent instead of 50 Gumbel draws)
+            u = jax.random.uniform(key_act, mask.shape[:-1])
+            k = jnp.floor(u * mask.sum(-1)).astype(jnp.int32)
+            actions = jnp.argmax(jnp.cumsum(mask, axis=-1) > k[..., None], axis=-1)
+            obs, state, reward, _, _, info = step(jax.random.split(key_step, n_envs), state, actions,
+                                                  params)
+            total = total + reward.sum() + jnp.sum(obs[..., :8]) * 0.0
+            return (obs, state, total, key), None
+
+        carry = (obs, state, jnp.zeros((), jnp.float32), key)
+        (_, _, total, _), _ = jax.lax.scan(body, carry, None, length=n_steps)
+        return total
+
+    return run
+
+
+def bench(env, params, n_envs: int, n_steps: int, repeats: int, devices: int) -> dict:
+    while n_envs % devices:
+        devices -= 1
+    run = make_rollout(env, params, n_envs // devices, n_steps)
+    key = jax.random.PRNGKey(0)
+    t0 = time.perf_counter()
+    if devices == 1:
+        compiled = jax.jit(run).lower(key).compile()
+        call = compiled
+    else:
+        pmapped = jax.pmap(run, devices=jax.devices()[:devices])
+        call = lambda k: pmapped(jax.random.split(k, devices))  # noqa: E731
+        jax.block_until_ready(call(key))
+    compile_s = time.perf_counter() - t0
+    best = float("inf")
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call(jax.random.fold_in(key, i)))
+        best = min(best, time.perf_counter() - t0)
+    return {"n_envs": n_envs, "devices": devices, "steps": n_steps, "compile_s": compile_s,
+            "run_s": best, "steps_per_s": n_envs * n_steps / best}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-envs", type=int, nargs="+", default=[4096])
+    parser.add_argument("--steps", type=int, default=200, help="scan length per call")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--devices", default="1", help="a number or 'all' (one per CPU core)")
+    parser.add_argument("--designer-obs", default="none", choices=["none", "foundation"])
+    parser.add_argument("--obs-format", default="flat", choices=["flat", "compact"],
+                        help="flat: the 11x11x9 float tensor; compact: one integer code per cell")
+    parser.add_argument("--reference-steps-per-s", type=float, default=F_STEPS_PER_S)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.steps <= 0 or args.repeats <= 0 or any(n <= 0 for n in args.n_envs):
+        parser.error("--steps, --repeats and --n-envs must be > 0")
+    devices = jax.device_count() if args.devices == "all" else int(args.devices)
+    if not 1 <= devices <= jax.device_count():
+        parser.error(f"--devices={devices} is invalid; valid: 1..{jax.device_count()} or 'all'")
+    env, params = jaxmcg.make("gtb-15x15-v0", designer_obs=args.designer_obs,
+                              obs_format=args.obs_format)
+    results = []
+    for n in args.n_envs:
+        r = bench(env, params, n, args.steps, args.repeats, devices)
+        r["speedup_vs_reference"] = r["steps_per_s"] / args.reference_steps_per_s
+        r["designer_obs"], r["obs_format"] = args.designer_obs, args.obs_format
+        results.append(r)
+        print(f"{args.obs_format} n_envs={n:6d} devices={r['devices']} compile {r['compile_s']:.1f}s  "
+              f"{r['steps_per_s']:,.0f} env-steps/s  = {r['speedup_vs_reference']:.0f}x [F] "
+              f"({args.reference_steps_per_s:,.0f}/s)", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "backend": jax.default_backend(),
+                                         "machine": platform.processor() or platform.machine(),
+                                         "cpus": os.cpu_count()}, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
