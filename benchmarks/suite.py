@@ -23,6 +23,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxmcg
 from jaxmcg import spaces
@@ -47,24 +48,20 @@ MAIN_ENV = {
 }
 
 
-def _steps_for(n_envs: int) -> int:
-    """Scan length: about a million environment steps per timed call, at least 16 steps."""
-    return int(min(1000, max(16, 2**20 // n_envs)))
-
-
-def env_program(env, params, n_envs: int, n_steps: int):
-    """`run(key) -> (obs, reward_sum)`: `n_steps` random steps of `n_envs` environments."""
+def env_program(env, params, n_envs: int):
+    """`run(key, n_steps) -> (obs, reward_sum)`: `n_steps` (traced, so one compile serves every
+    length) random steps of `n_envs` environments."""
     act_space = env.action_space(params)
     reset = jax.vmap(env.reset, in_axes=(0, None))
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     sample = jax.vmap(act_space.sample)
     n_actions = getattr(act_space, "n", None) if isinstance(act_space, spaces.Discrete) else None
 
-    def run(key):
+    def run(key, n_steps):
         key, key_reset = jax.random.split(key)
         obs, state = reset(jax.random.split(key_reset, n_envs), params)
 
-        def body(carry, _):
+        def body(_, carry):
             obs, state, total, key = carry
             key, key_act, key_step = jax.random.split(key, 3)
             if n_actions is not None:  # one draw for the batch: per-key sampling costs more than ER
@@ -73,49 +70,58 @@ def env_program(env, params, n_envs: int, n_steps: int):
                 actions = sample(jax.random.split(key_act, n_envs * env.num_agents))
                 actions = actions.reshape(n_envs, env.num_agents, *actions.shape[1:])
             obs, state, reward, _, _, _ = step(jax.random.split(key_step, n_envs), state, actions, params)
-            return (obs, state, total + reward.sum(), key), None
+            return obs, state, total + reward.sum(), key
 
-        (obs, _, total, _), _ = jax.lax.scan(body, (obs, state, jnp.zeros(()), key), None, n_steps)
+        obs, _, total, _ = jax.lax.fori_loop(0, n_steps, body, (obs, state, jnp.zeros(()), key))
         return obs, total
 
     return run
 
 
-def game_program(game, params, n_envs: int, n_steps: int):
-    """`run(key) -> total`: losses at `n_envs` random joint strategies, `n_steps` times."""
-    def run(key):
-        def body(total, k):
+def game_program(game, params, n_envs: int):
+    """`run(key, n_steps) -> total`: losses at `n_envs` random joint strategies, `n_steps` times."""
+    def run(key, n_steps):
+        def body(i, total):
+            k = jax.random.fold_in(key, i)
             x = jax.vmap(game.init_strategies, in_axes=(0, None))(jax.random.split(k, n_envs), params)
-            return total + jax.vmap(game.losses, in_axes=(0, None))(x, params).sum(), None
+            return total + jax.vmap(game.losses, in_axes=(0, None))(x, params).sum()
 
-        return jax.lax.scan(body, jnp.zeros(()), jax.random.split(key, n_steps))[0]
+        return jax.lax.fori_loop(0, n_steps, body, jnp.zeros(()))
 
     return run
 
 
-def timed(fn, args, repeats: int) -> tuple[float, float]:
-    """`(compile_s, best run_s)` of `jax.jit(fn)(*args)`."""
+def timed(fn, args, repeats: int, target_s: float | None = None) -> tuple[float, float, int]:
+    """`(compile_s, best run_s, n_steps)` of `jax.jit(fn)`. With `target_s`, the last argument is a
+    step count: a 4-step call gauges the speed and the timed calls run about `target_s` seconds
+    (4 to 10,000 steps)."""
     t = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t
+    n = None
+    if target_s is not None:
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(*args[:-1], 4))
+        per_step = (time.perf_counter() - t) / 4
+        n = int(np.clip(target_s / max(per_step, 1e-9), 4, 10_000))
+        args = (*args[:-1], n)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
         jax.block_until_ready(compiled(*args))
         best = min(best, time.perf_counter() - t)
-    return compile_s, best
+    return compile_s, best, n
 
 
-def bench_env(env_id: str, n_envs_list, repeats: int) -> dict:
+def bench_env(env_id: str, n_envs_list, repeats: int, target_s: float) -> dict:
     env, params = jaxmcg.make(env_id)
     game = is_differentiable_game(env)
     row = {"env": env_id, "kind": "game" if game else "env", "results": []}
     if not game:
         row["bytes_per_env"] = env_bytes(env, params)
     for n in n_envs_list:
-        steps = _steps_for(n)
-        fn = (game_program if game else env_program)(env, params, n, steps)
-        compile_s, run_s = timed(fn, (jax.random.PRNGKey(0),), repeats)
+        fn = (game_program if game else env_program)(env, params, n)
+        compile_s, run_s, steps = timed(fn, (jax.random.PRNGKey(0), 4), repeats, target_s)
         row["results"].append({"n_envs": n, "steps": steps, "compile_s": round(compile_s, 3),
                                "run_s": round(run_s, 5), "steps_per_s": n * steps / run_s})
         print(f"  {env_id:28s} n_envs {n:6d}: {n * steps / run_s:14,.0f} steps/s "
@@ -136,7 +142,7 @@ def bench_algo(name: str, n_envs: int, iterations: int, repeats: int) -> dict:
                            TrainConfig(n_envs=n_envs, iterations=iterations, log_every=iterations,
                                        eval_envs=min(n_envs, 1024)))
         runner = jax.jit(train.init)(jax.random.PRNGKey(0))
-        compile_s, run_s = timed(lambda r: train.chunk(r), (runner,), repeats)
+        compile_s, run_s, _ = timed(lambda r: train.chunk(r), (runner,), repeats)
         _, metrics = jax.jit(train.chunk)(runner)
         env_steps = float(metrics["env_steps"])
         row.update({"iterations": iterations, "compile_s": round(compile_s, 3), "run_s": round(run_s, 4),
@@ -164,7 +170,7 @@ def markdown(result: dict, other: dict | None = None) -> str:
     """The tables: env steps/s per n_envs (plus `other`'s largest-n_envs column and the ratio),
     bytes per environment, and algorithm training throughput."""
     dev = result["device"]
-    ns = [r["n_envs"] for r in result["envs"][0]["results"]] if result["envs"] else []
+    ns = max(([r["n_envs"] for r in row["results"]] for row in result["envs"]), key=len, default=[])
     head = (f"Device: {dev['kind']} ({dev['platform']}, {dev['count']} device(s), jax {result['jax']}, "
             f"commit {result['commit']}, {result['date']}). Steps per second (agent-steps count once per "
             "environment step); compile time in seconds at the largest n_envs.\n\n")
@@ -176,13 +182,16 @@ def markdown(result: dict, other: dict | None = None) -> str:
     t += "|---|" + "---:|" * (len(cols) + 2 + (2 if extra else 0)) + "\n"
     other_rows = {r["env"]: r for r in other["envs"]} if extra else {}
     for r in result["envs"]:
+        if "error" in r:
+            t += f"| {r['env']} | {r['error']} |" + " |" * (len(cols) + 1 + (2 if extra else 0)) + "\n"
+            continue
         sps = [f"{x['steps_per_s']:,.0f}" for x in r["results"]]
         b = r.get("bytes_per_env")
         size = f"{b['state']:,} + {b['obs']:,}" if b else "(game)"
         line = f"| {r['env']} | " + " | ".join(sps) + f" | {r['results'][-1]['compile_s']:.1f} | {size} |"
         if extra:
             o = other_rows.get(r["env"])
-            if o:
+            if o and o["results"]:
                 v = o["results"][-1]["steps_per_s"]
                 line += f" {v:,.0f} | {v / r['results'][-1]['steps_per_s']:.1f}x |"
             else:
@@ -210,6 +219,8 @@ def main(argv=None) -> int:
     p.add_argument("--envs", nargs="+", help="environment ids (default: every registered one)")
     p.add_argument("--algos", nargs="+", help="algorithms (default: every registered one)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=0.3,
+                   help="run time of each timed environment call (the step count adapts)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--merge", help="a result JSON of another platform to compare with (GPU/CPU ratio)")
     args = p.parse_args(argv)
@@ -234,7 +245,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"environments on {dev.device_kind} ({dev.platform}):", flush=True)
     for env_id in envs:
-        result["envs"].append(bench_env(env_id, args.n_envs, args.repeats))
+        try:
+            result["envs"].append(bench_env(env_id, args.n_envs, args.repeats, args.seconds))
+        except Exception as err:  # reported in the table rather than stopping the suite
+            result["envs"].append({"env": env_id, "error": f"{type(err).__name__}: "
+                                   f"{str(err).splitlines()[0][:160]}", "results": []})
+            print(f"  {env_id}: {result['envs'][-1]['error']}", flush=True)
     print(f"algorithms ({train_envs} environments per rollout):", flush=True)
     for name in algos:
         result["algos"].append(bench_algo(name, train_envs, args.train_iterations, args.repeats))

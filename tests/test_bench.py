@@ -7,7 +7,8 @@ from benchmarks import suite
 def test_suite_writes_json_and_table(tmp_path):
     out = tmp_path / "results"
     argv = ["--envs", "escape_room-v0", "braess-v0", "--algos", "pg", "--n-envs", "1", "4",
-            "--train-envs", "4", "--train-iterations", "1", "--repeats", "1", "--out", str(out)]
+            "--train-envs", "4", "--train-iterations", "1", "--repeats", "1", "--seconds", "0.01",
+            "--out", str(out)]
     assert suite.main(argv) == 0
     result = json.load(open(out / "cpu.json"))
     assert result["device"]["platform"] == "cpu" and result["jax"]
@@ -15,7 +16,7 @@ def test_suite_writes_json_and_table(tmp_path):
     assert [r["n_envs"] for r in er["results"]] == [1, 4]
     assert er["bytes_per_env"] == {"state": 12, "obs": 48} and braess["kind"] == "game"
     for r in er["results"] + braess["results"]:
-        assert r["steps_per_s"] > 0 and r["compile_s"] > 0 and r["steps"] >= 16
+        assert r["steps_per_s"] > 0 and r["compile_s"] > 0 and r["steps"] >= 4
     (pg,) = result["algos"]
     assert "error" not in pg and pg["steps_per_s"] > 0 and pg["env_steps"] > 0
     table = (out / "cpu.md").read_text()
