@@ -38,3 +38,13 @@ register_env("trust_your_brother-v0", "envs.trust_your_brother:TrustYourBrother"
 register_env("driving_junction-v0", "envs.driving_junction:DrivingJunction")  # mge.md §2.6
 register_env("harvest_patch-v0", "envs.harvest_patch:HarvestPatch")  # d3c.md §2.8 (McKee et al. 2020)
 register_env("gtb-15x15-v0", "envs.gtb:GTB")  # thesis ch. 6 Gather-Trade-Build (gtb.md)
+# CM3's cooperative multi-goal environments (cm3-hsd.md §4); Stage-1 variants have one agent
+register_env("checkers-v0", "envs.checkers:Checkers")
+register_env("checkers_stage1-v0", "envs.checkers:Checkers", num_agents=1)
+register_env("particle_antipodal-v0", "envs.particle_nav:ParticleNav", scenario="antipodal")
+register_env("particle_intersection-v0", "envs.particle_nav:ParticleNav", scenario="intersection")
+register_env("particle_merge-v0", "envs.particle_nav:ParticleNav", scenario="merge")
+register_env("particle_stage1-v0", "envs.particle_nav:ParticleNav", scenario="random")
+register_env("lane_merge-v0", "envs.lane_merge:LaneMerge")  # SUMO merge stand-in (cm3-hsd.md §4.3.2)
+register_env("lane_merge_stage1-v0", "envs.lane_merge:LaneMerge", num_agents=1)
+register_env("sts2-v0", "envs.sts2:STS2")  # HSD's 3v3 vs the scripted team (cm3-hsd.md §6)
