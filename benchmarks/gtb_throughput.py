@@ -7,7 +7,11 @@ masks) driven by a masked uniform random policy, inside one jitted `lax.scan`.
 The reference is the authors' simulator [F]: one environment in one process with random masked
 actions and observations, ≈1.4k env-steps/s on the shared 2-core CPU of the spec (gtb.md §9.5, [M]);
 the acceptance target is ≥ 100x that at 4096 environments (§11.8). [F] is not run here (it is not a
-dependency); `--reference-steps-per-s` changes the figure compared against.
+dependency); `--reference-steps-per-s` changes the figure compared against. On a shared machine the
+load changes the figures, so `--load-reference cleanup-7x7-v0` (default; "none" to skip) also measures
+a jaxmcg environment in the same run with `benchmarks.throughput`'s rollout: its ratio to the same
+environment's unloaded figure (`--load-reference-steps-per-s`, Cleanup 7x7 ≈ 2.2M/s at 4096 envs on
+the spec's CPU) estimates the load factor, and GTB's figure divided by it is reported as `unloaded`.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 import jaxmcg  # noqa: E402
 
 F_STEPS_PER_S = 1400.0  # gtb.md §9.5 [M]
+CLEANUP_UNLOADED_STEPS_PER_S = 2.2e6  # Cleanup 7x7, 4096 envs, one device, unloaded (same CPU)
 
 
 def make_rollout(env, params, n_envs: int, n_steps: int):
@@ -61,10 +66,11 @@ def make_rollout(env, params, n_envs: int, n_steps: int):
     return run
 
 
-def bench(env, params, n_envs: int, n_steps: int, repeats: int, devices: int) -> dict:
+def bench(env, params, n_envs: int, n_steps: int, repeats: int, devices: int,
+          rollout=make_rollout) -> dict:
     while n_envs % devices:
         devices -= 1
-    run = make_rollout(env, params, n_envs // devices, n_steps)
+    run = rollout(env, params, n_envs // devices, n_steps)
     key = jax.random.PRNGKey(0)
     t0 = time.perf_counter()
     if devices == 1:
@@ -94,6 +100,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--obs-format", default="flat", choices=["flat", "compact"],
                         help="flat: the 11x11x9 float tensor; compact: one integer code per cell")
     parser.add_argument("--reference-steps-per-s", type=float, default=F_STEPS_PER_S)
+    parser.add_argument("--load-reference", default="cleanup-7x7-v0",
+                        help="a jaxmcg env id measured in the same run, or 'none'")
+    parser.add_argument("--load-reference-steps-per-s", type=float,
+                        default=CLEANUP_UNLOADED_STEPS_PER_S)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.repeats <= 0 or any(n <= 0 for n in args.n_envs):
@@ -108,10 +118,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
         r = bench(env, params, n, args.steps, args.repeats, devices)
         r["speedup_vs_reference"] = r["steps_per_s"] / args.reference_steps_per_s
         r["designer_obs"], r["obs_format"] = args.designer_obs, args.obs_format
+        line = (f"{args.obs_format} n_envs={n:6d} devices={r['devices']} compile {r['compile_s']:.1f}s  "
+                f"{r['steps_per_s']:,.0f} env-steps/s  = {r['speedup_vs_reference']:.0f}x [F] "
+                f"({args.reference_steps_per_s:,.0f}/s)")
+        if args.load_reference != "none":
+            from benchmarks.throughput import make_rollout as ref_rollout
+
+            ref_env, ref_params = jaxmcg.make(args.load_reference)
+            ref = bench(ref_env, ref_params, n, args.steps, args.repeats, devices,
+                        rollout=lambda *a: (lambda f: lambda k: f(k)[1])(ref_rollout(*a)))
+            load = args.load_reference_steps_per_s / ref["steps_per_s"]
+            r.update(load_reference=args.load_reference, load_reference_steps_per_s=ref["steps_per_s"],
+                     load_factor=load, unloaded_speedup_vs_reference=r["speedup_vs_reference"] * load)
+            line += (f"; {args.load_reference} {ref['steps_per_s']:,.0f}/s in the same run: load "
+                     f"x{load:.1f}, unloaded ≈ {r['unloaded_speedup_vs_reference']:.0f}x [F]")
         results.append(r)
-        print(f"{args.obs_format} n_envs={n:6d} devices={r['devices']} compile {r['compile_s']:.1f}s  "
-              f"{r['steps_per_s']:,.0f} env-steps/s  = {r['speedup_vs_reference']:.0f}x [F] "
-              f"({args.reference_steps_per_s:,.0f}/s)", flush=True)
+        print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "backend": jax.default_backend(),
                                          "machine": platform.processor() or platform.machine(),

@@ -31,6 +31,8 @@ and, unless `designer_obs="none"`, `designer_obs` = {"tensor" [15, 15, 8], "vect
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +47,9 @@ NOOP, BUILD = 0, 1
 MOVE_LEFT, MOVE_RIGHT, MOVE_UP, MOVE_DOWN = 46, 47, 48, 49
 NUM_ACTIONS = 50
 _DELTAS = np.array([[0, -1], [0, 1], [-1, 0], [1, 0]], np.int32)  # (drow, dcol) of 46..49
+# cell codes (see GTB.__init__): channel c of §6.1 is (code >> _CODE_SHIFT[c]) & _CODE_MASK[c]
+_CODE_SHIFT = np.array([0, 1, 2, 3, 4, 5, 6, 7, 10], np.int32)
+_CODE_MASK = np.array([1, 1, 1, 1, 1, 1, 1, 7, 7], np.int32)
 
 # [F] `redistribution.py`: US federal brackets (cutoffs / usd_scaling 1e3) and rates (§1, §7.3)
 US_FEDERAL_CUTOFFS = (0.0, 9.7, 39.475, 84.2, 160.725, 204.1, 510.3)
@@ -306,7 +311,32 @@ class GTB(Environment):
                 "vector": obs[..., nt:nt + VECTOR_SIZE], "action_mask": obs[..., nt + VECTOR_SIZE:]}
 
     # ---- transitions ---------------------------------------------------------------------------
+    @partial(jax.jit, static_argnums=(0,))
+    def step(self, key, state, actions, params=None):
+        """The base class's `step` (same keys, auto-reset, truncation and `info["final_obs"]`, equal
+        outputs) with one observation per step instead of two: the base class renders the reset
+        observation of every environment on every step and selects it where the episode ended; here
+        the state is selected first and observed once. `info["final_obs"]` is a second rendering,
+        which XLA drops when the caller does not use it (§11.8: observations dominate the cost)."""
+        params = self.default_params if params is None else params
+        key_step, key_reset = jax.random.split(key)
+        next_state, reward, terminated, info = self.advance(key_step, state, actions, params)
+        truncated = jnp.logical_and(next_state.time >= params.max_steps_in_episode,
+                                    jnp.logical_not(terminated))
+        done = jnp.logical_or(terminated, truncated)
+        info = dict(info)
+        info["final_obs"] = self.get_obs(next_state, params)
+        state_reset = self.reset_state(key_reset, params)
+        next_state = jax.tree_util.tree_map(lambda r, s: jnp.where(done, r, s), state_reset, next_state)
+        return (self.get_obs(next_state, params), next_state, reward.astype(jnp.float32), terminated,
+                truncated, info)
+
     def reset_env(self, key, params):
+        state = self.reset_state(key, params)
+        return self.get_obs(state, params), state
+
+    def reset_state(self, key, params):
+        """The state `reset_env` returns, without its observation."""
         n = self.num_agents
         k_perm, k_skill = jax.random.split(key)
         rank = random_permutation(k_perm, n)  # §2.3: agents take the ranks in random order
@@ -327,7 +357,7 @@ class GTB(Environment):
             rates=jnp.zeros(7, jnp.float32), last_coin=inv[:, 0],
             last_income=jnp.zeros(n, jnp.float32), last_mrate=jnp.zeros(n, jnp.float32),
         )
-        return self.get_obs(state, params), state
+        return state
 
     def step_env(self, key, state, actions, params):
         return self.transition(key, state, actions, params)
@@ -353,6 +383,12 @@ class GTB(Environment):
     def transition(self, key, state, actions, params, agent_order=None, regen_uniforms=None):
         """`step_env` with optional test-only overrides (§11.7.5): the Gather order `agent_order`
         [N] and the regeneration draws `regen_uniforms` [S], to replay draws recorded from [F]."""
+        next_state, reward, terminated, info = self.advance(key, state, actions, params, agent_order,
+                                                            regen_uniforms)
+        return self.get_obs(next_state, params), next_state, reward, terminated, info
+
+    def advance(self, key, state, actions, params, agent_order=None, regen_uniforms=None):
+        """`transition` without the observation: `(next_state, reward, terminated, info)`."""
         n, s = self.num_agents, self.num_sources
         k_order, k_regen = jax.random.split(key)
         if isinstance(actions, dict):
@@ -444,8 +480,7 @@ class GTB(Environment):
         }
         if self.designer_obs != "none":
             info["designer_obs"] = self.designer_observation(next_state, params)
-        terminated = jnp.zeros((), jnp.bool_)
-        return self.get_obs(next_state, params), next_state, reward, terminated, info
+        return next_state, reward, jnp.zeros((), jnp.bool_), info
 
     # ---- observations and masks ---------------------------------------------------------------
     def _cell_codes(self, state):
@@ -460,10 +495,9 @@ class GTB(Environment):
 
     @staticmethod
     def _decode(codes):
-        """Codes `[...]` -> channels `[..., 9]` float32 (§6.1 order; ids stay j + 2)."""
-        bits = (codes[..., None] >> jnp.arange(7)) & 1
-        ids = jnp.stack([(codes >> 7) & 7, (codes >> 10) & 7], axis=-1)
-        return jnp.concatenate([bits, ids], axis=-1).astype(jnp.float32)
+        """Codes `[...]` -> channels `[..., 9]` float32 (§6.1 order; ids stay j + 2), in one shift and
+        mask (§11.4: the float tensor is most of the observation's cost)."""
+        return ((codes[..., None] >> _CODE_SHIFT) & _CODE_MASK).astype(jnp.float32)
 
     def _tax_obs(self, state, params):
         """Fields shared by agents and the planner (§6.2 timing: rates refreshed at a period's first
@@ -473,20 +507,28 @@ class GTB(Environment):
             state.rates, (state.tax_pos == 1)[None].astype(jnp.float32),
             (state.tax_pos >= period)[None].astype(jnp.float32), sort_small(state.last_income) / 10.0])
 
-    def action_mask(self, state, params):
-        """Valid actions `[N, 50]` bool of the state (§4)."""
+    def action_mask(self, state, params, codes=None):
+        """Valid actions `[N, 50]` bool of the state (§4). Build and moves are read from the agents'
+        windows `codes` (`agent_codes(state)`, computed when not given): the centre cell and its
+        four neighbours carry the in-world, water, source, house, owner and agent bits that
+        `_can_build` and `_move_ok` test (tests/test_gtb.py checks the two agree)."""
         n = self.num_agents
-        inv, flat = state.inv, self._flat(state.pos)
+        codes = self.agent_codes(state) if codes is None else codes
+        inv = state.inv
         open_r = jnp.sum(state.book.active, axis=2).T < MAX_ORDERS  # [N, R]
         prices = jnp.arange(market.NUM_PRICES)
         buy = open_r[:, :, None] & (prices[None, None, :] <= inv[:, 0, None, None])
         sell = open_r[:, :, None] & (inv[:, 1:, None] >= 1) & jnp.ones(market.NUM_PRICES, bool)
         trade = jnp.stack([buy, sell], axis=2).reshape(n, market.NUM_TRADE_ACTIONS)
-        moves = jax.vmap(lambda i: jax.vmap(
-            lambda d: self._move_ok(state.pos, state.house, i, state.pos[i] + d)[0])(
-                jnp.asarray(_DELTAS)))(jnp.arange(n))
-        return jnp.concatenate([jnp.ones((n, 1), bool),
-                                self._can_build(state.house, flat, inv)[:, None], trade, moves], axis=1)
+        side = 2 * VIEW + 1
+        centre = VIEW * side + VIEW
+        here = codes[:, centre]
+        # no house (4), water (8) or source block (16, 32) on the agent's tile, one stone and wood
+        build = ((here & 60) == 0) & (inv[:, 1] >= 1) & (inv[:, 2] >= 1)
+        near = codes[:, centre + np.array([-1, 1, -side, side])]  # Left, Right, Up, Down
+        owner, agent = (near >> 7) & 7, (near >> 10) & 7
+        moves = ((near & 64) > 0) & ((near & 8) == 0) & (owner <= 1) & (agent == 0)
+        return jnp.concatenate([jnp.ones((n, 1), bool), build[:, None], trade, moves], axis=1)
 
     def agent_codes(self, state):
         """Each agent's egocentric window of cell codes `[N, 121]` int32, its own id (house owner
@@ -528,7 +570,7 @@ class GTB(Environment):
             0.01 * state.inv, state.pos[:, ::-1] / jnp.array([self.width, self.height], jnp.float32),
         ], axis=1).astype(jnp.float32)
         return {"tensor": tensor, "vector": vector,
-                "action_mask": self.action_mask(state, params).astype(jnp.float32)}
+                "action_mask": self.action_mask(state, params, codes).astype(jnp.float32)}
 
     def get_obs(self, state, params):
         parts = self.observation_parts(state, params, compact=self.obs_format == "compact")

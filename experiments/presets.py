@@ -301,11 +301,22 @@ _DUAL_C_ER = {  # Table C.1 / C.2 dual-RL (c)
 }
 _DUAL_D_ER[(2, 1)], _DUAL_C_ER[(2, 1)] = _DUAL_D_ER[(5, 2)], _DUAL_C_ER[(5, 2)]
 # Many parallel episodes (256 per update; 4096 costs 16x more per iteration on CPU): batch-mean
-# losses, so the agents' SGD rate is pg's batched 1e-2, the designer's Adam 3e-3; psi's Adam 3e-3
-# (a 2-seed check on ER(5,2) at 1e-3 brought the lever payment down in one seed of two in 1500
-# iterations, at 3e-4 in none), and the return gets a batch-mean baseline (metagrad.Config).
+# losses, so the agents' SGD rate is pg's batched 1e-2, the designer's Adam 3e-3, psi's Adam 2e-3,
+# and the return gets a batch-mean baseline (metagrad.Config). Both Adams normalise away their
+# gradients' scale, so what matters is the ratio lr / lr_cost: psi's gradient is consistent, the
+# meta-gradient noisy (its Adam step < lr). psi at 3e-3 drives every node to 0 before the agents
+# find the lever (ER(10,5): all seeds by iteration 100; ER(5,2): 2 of 8 seeds in 1500 iterations);
+# at 1e-3 the lever node, pushed deep into the sigmoid's saturation while the agents coordinate,
+# stays at the maximum 2 (ER(10,5) designer return 34.5). ER(10,5) sweep, 2 seeds, 1000
+# iterations: lr 1e-3 x lr_cost {1e-3, 2e-3} failed in 3 of 4 runs, lr 3e-3 x lr_cost 2e-3 solved
+# both (nodes at 0 by iteration 150). 8 seeds, 300 iterations (CPU, shared):
+# ER(10,5) designer return median 44.72: 44.63 44.73 44.77 34.15 -8.34 44.70 44.74 44.74;
+# ER(5,2) median 27.79: 27.75 27.85 23.62 23.73 27.89 23.80 27.83 27.93 (all 8 coordinate; the
+# 23.x still pay 2 per lever-puller at iteration 300). Above the thesis' optima ~26 and ~40
+# because psi takes every payment to 0 once the agents' policies have saturated and they keep
+# pulling unpaid: the 1 + eps payment of Fig 6.1d is not kept.
 _MG_ER_BATCHED = {**_MG_ER, "learner_params": _pg_agents((64, 64), 1e-2, 0.0166), "lr": 3e-3,
-                  "lr_cost": 3e-3, "batch_baseline": True}
+                  "lr_cost": 2e-3, "batch_baseline": True}
 _ER_BATCHED_TRAIN = {"n_envs": 256, "iterations": 1500, "log_every": 50, "eval_envs": 1024}
 # Cleanup, Table C.3: actor-critic agents sharing parameters (thesis L1129), eps 1.0 -> 0.05 over
 # 100; the designer has the agents' conv torso, GAE lambda 0.99 from its critic, PPO eps 0.0172,
@@ -340,7 +351,8 @@ for (_n, _m) in ((5, 2), (10, 5), (2, 1)):
     PRESETS[f"dual_rl_c-{_tag}"] = dict(algo="dual_rl", env="escape_room", env_params=_er(_n, _m),
                                         algo_params=_DUAL_C_ER[(_n, _m)], train=_MG_PAPER_TRAIN)
     PRESETS[f"metagrad-{_tag}-batched"] = dict(
-        algo="metagrad", env="escape_room", env_params=_er(_n, _m), algo_params=_MG_ER_BATCHED,
+        algo="metagrad", env="escape_room", env_params=_er(_n, _m),
+        algo_params=_MG_ER_BATCHED,
         train=_ER_BATCHED_TRAIN)
     for _v, _table in (("d", _DUAL_D_ER), ("c", _DUAL_C_ER)):  # same budget and agents as MetaGrad
         PRESETS[f"dual_rl_{_v}-{_tag}-batched"] = dict(
@@ -373,3 +385,20 @@ FAMILY_DEFAULTS[("dual_rl", "cleanup")] = _DUAL_C_CLEANUP_BATCHED
 FAMILY_TRAIN[("metagrad", "cleanup")] = _CLEANUP_BATCHED_TRAIN
 FAMILY_TRAIN[("dual_rl", "cleanup")] = _CLEANUP_BATCHED_TRAIN
 # --- end MetaGrad ---
+# --- GTB (gtb.md) ---
+# Agents: PPO with one shared policy (jaxmcg.algos.ppo_shared, gtb.md §8.2) under a fixed-tax
+# designer, one episode per iteration as [MG] (n_envs=1, G20), 5 evaluation episodes every 100
+# (§8.1). US federal, no curriculum: Table C.4 (ppo_shared.Config defaults: c_entropy 0.253,
+# lr 1.39e-4, lr_critic 5e-5, clip 0.166, c_v 4.36e-3, eps 0.5 -> 0.05 over 5k, grad clip 10, G7),
+# 200k episodes, no annealing (G14). Free market = curriculum Phase 1: [MG]'s values (§8.5), eps 0,
+# no gradient clipping ([MG] grad_clip=None), 50k episodes.
+_GTB_ENV = {"designer_obs": "none"}
+PRESETS["ppo-gtb-us_federal"] = dict(
+    algo="ppo_shared", env="gtb-15x15", env_params={**_GTB_ENV, "tax_model": "us_federal"},
+    algo_params={}, train={"n_envs": 1, "iterations": 200_000, "log_every": 100, "eval_envs": 5})
+PRESETS["ppo-gtb-free_market"] = dict(
+    algo="ppo_shared", env="gtb-15x15", env_params={**_GTB_ENV, "tax_model": "free_market"},
+    algo_params={"c_entropy": 0.187, "lr": 7.85e-4, "lr_critic": 1.74e-4, "clip": 0.2197,
+                 "c_v": 0.114, "eps_start": 0.0, "eps_end": 0.0, "grad_clip": None},
+    train={"n_envs": 1, "iterations": 50_000, "log_every": 100, "eval_envs": 5})
+# --- end GTB ---

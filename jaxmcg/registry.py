@@ -121,6 +121,7 @@ def _ensure_builtin() -> None:
         _ALGOS.setdefault("d3c", "jaxmcg.algos.d3c")  # d3c.md §1
         for name in ("metagrad", "dual_rl", "amd"):  # thesis ch. 6 incentive designers (§3)
             _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
+        _ALGOS.setdefault("ppo_shared", "jaxmcg.algos.ppo_shared")  # GTB agents (gtb.md §8.2)
         try:  # the envs package registers itself; optional so jaxmcg works without it
             importlib.import_module("envs")
         except ModuleNotFoundError as err:

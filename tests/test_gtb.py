@@ -472,3 +472,39 @@ def test_scripted_parity_small():
         bad = {k: v for k, v in scripted.compare(stats, scripted.REFERENCE[(policy, tax)]).items()
                if not v[-1]}
         assert not bad, (policy, tax, bad)
+
+
+def test_mask_from_codes_equals_direct(rollout):
+    """`action_mask` reads Build and the moves off the agents' windows; on mid-episode states (houses,
+    crowding, water) it equals the direct `_can_build` / `_move_ok` tests."""
+    states = jax.tree_util.tree_map(lambda x: jnp.asarray(x[::7].reshape(-1, *x.shape[2:])),
+                                    rollout["after"])
+
+    def direct(st):
+        flat = ENV._flat(st.pos)
+        moves = jax.vmap(lambda i: jax.vmap(lambda d: ENV._move_ok(st.pos, st.house, i, st.pos[i] + d)[0])(
+            jnp.asarray(gtb._DELTAS)))(jnp.arange(N))
+        return ENV._can_build(st.house, flat, st.inv), moves
+
+    mask = np.asarray(jax.jit(jax.vmap(lambda st: ENV.action_mask(st, PARAMS)))(states))
+    build, moves = map(np.asarray, jax.jit(jax.vmap(direct))(states))
+    np.testing.assert_array_equal(mask[..., BUILD], build)
+    np.testing.assert_array_equal(mask[..., LEFT:], moves)
+    assert build.any() and (~moves).any() and moves.any()  # both outcomes occur in the sample
+
+
+def test_step_equals_base_class_step(rollout):
+    """GTB's one-observation `step` returns what the base class's `step` returns (same keys,
+    auto-reset, truncation, final_obs), including on the steps where the episode ends."""
+    from jaxmcg.environment import Environment
+
+    t = np.array([5, 99])  # mid-episode, and the last step (truncation and auto-reset)
+    states = jax.tree_util.tree_map(lambda x: jnp.asarray(x[t, :8].reshape(-1, *x.shape[2:])),
+                                    rollout["before"])
+    acts = jnp.asarray(rollout["acts"][t, :8].reshape(-1, N))
+    keys = jax.random.split(jax.random.PRNGKey(3), acts.shape[0])
+    ours = jax.vmap(ENV.step, in_axes=(0, 0, 0, None))(keys, states, acts, PARAMS)
+    base = jax.vmap(lambda k, s, a: Environment.step(ENV, k, s, a, PARAMS))(keys, states, acts)
+    assert bool(ours[4].any()) and not bool(ours[4].all())
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+                           ours, base)
