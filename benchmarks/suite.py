@@ -91,10 +91,10 @@ def game_program(game, params, n_envs: int):
     return run
 
 
-def timed(fn, args, repeats: int, target_s: float | None = None) -> tuple[float, float, int]:
-    """`(compile_s, best run_s, n_steps)` of `jax.jit(fn)`. With `target_s`, the last argument is a
-    step count: a 4-step call gauges the speed and the timed calls run about `target_s` seconds
-    (4 to 10,000 steps)."""
+def timed(fn, args, repeats: int, target_s: float | None = None):
+    """`(compile_s, best run_s, n_steps, output)` of `jax.jit(fn)`. With `target_s`, the last
+    argument is a step count: a 4-step call gauges the speed and the timed calls run about
+    `target_s` seconds (4 to 10,000 steps)."""
     t = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t
@@ -105,12 +105,12 @@ def timed(fn, args, repeats: int, target_s: float | None = None) -> tuple[float,
         per_step = (time.perf_counter() - t) / 4
         n = int(np.clip(target_s / max(per_step, 1e-9), 4, 10_000))
         args = (*args[:-1], n)
-    best = float("inf")
+    best, out = float("inf"), None
     for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
+        out = jax.block_until_ready(compiled(*args))
         best = min(best, time.perf_counter() - t)
-    return compile_s, best, n
+    return compile_s, best, n, out
 
 
 def bench_env(env_id: str, n_envs_list, repeats: int, target_s: float) -> dict:
@@ -121,7 +121,7 @@ def bench_env(env_id: str, n_envs_list, repeats: int, target_s: float) -> dict:
         row["bytes_per_env"] = env_bytes(env, params)
     for n in n_envs_list:
         fn = (game_program if game else env_program)(env, params, n)
-        compile_s, run_s, steps = timed(fn, (jax.random.PRNGKey(0), 4), repeats, target_s)
+        compile_s, run_s, steps, _ = timed(fn, (jax.random.PRNGKey(0), 4), repeats, target_s)
         row["results"].append({"n_envs": n, "steps": steps, "compile_s": round(compile_s, 3),
                                "run_s": round(run_s, 5), "steps_per_s": n * steps / run_s})
         print(f"  {env_id:28s} n_envs {n:6d}: {n * steps / run_s:14,.0f} steps/s "
@@ -142,8 +142,7 @@ def bench_algo(name: str, n_envs: int, iterations: int, repeats: int) -> dict:
                            TrainConfig(n_envs=n_envs, iterations=iterations, log_every=iterations,
                                        eval_envs=min(n_envs, 1024)))
         runner = jax.jit(train.init)(jax.random.PRNGKey(0))
-        compile_s, run_s, _ = timed(lambda r: train.chunk(r), (runner,), repeats)
-        _, metrics = jax.jit(train.chunk)(runner)
+        compile_s, run_s, _, (_, metrics) = timed(lambda r: train.chunk(r), (runner,), repeats)
         env_steps = float(metrics["env_steps"])
         row.update({"iterations": iterations, "compile_s": round(compile_s, 3), "run_s": round(run_s, 4),
                     "env_steps": env_steps, "steps_per_s": env_steps / run_s,
@@ -214,8 +213,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.split("\n")[0])
     p.add_argument("--n-envs", type=int, nargs="+", default=list(DEFAULT_N_ENVS))
     p.add_argument("--train-envs", type=int, default=None,
-                   help="environments per training rollout (default 1024 on a CPU, 4096 otherwise)")
-    p.add_argument("--train-iterations", type=int, default=5)
+                   help="environments per training rollout (default 256 on a CPU, 4096 otherwise)")
+    p.add_argument("--train-iterations", type=int, default=2)
     p.add_argument("--envs", nargs="+", help="environment ids (default: every registered one)")
     p.add_argument("--algos", nargs="+", help="algorithms (default: every registered one)")
     p.add_argument("--repeats", type=int, default=2)
@@ -235,7 +234,7 @@ def main(argv=None) -> int:
         return 2
     cache = enable_compilation_cache()
     dev = jax.devices()[0]
-    train_envs = args.train_envs or (1024 if dev.platform == "cpu" else 4096)
+    train_envs = args.train_envs or (256 if dev.platform == "cpu" else 4096)
     result = {
         "device": {"platform": dev.platform, "kind": dev.device_kind, "count": jax.device_count()},
         "jax": jax.__version__, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -243,6 +242,18 @@ def main(argv=None) -> int:
         "envs": [], "algos": [],
     }
     t0 = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    base = os.path.join(args.out, dev.platform)
+    other = json.load(open(args.merge)) if args.merge else None
+
+    def write():  # after every row, so an interrupted suite keeps what it measured
+        result["total_s"] = round(time.perf_counter() - t0, 1)
+        for path, text in ((base + ".json", json.dumps(result, indent=1)),
+                           (base + ".md", markdown(result, other))):
+            with open(path + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(path + ".tmp", path)
+
     print(f"environments on {dev.device_kind} ({dev.platform}):", flush=True)
     for env_id in envs:
         try:
@@ -251,17 +262,11 @@ def main(argv=None) -> int:
             result["envs"].append({"env": env_id, "error": f"{type(err).__name__}: "
                                    f"{str(err).splitlines()[0][:160]}", "results": []})
             print(f"  {env_id}: {result['envs'][-1]['error']}", flush=True)
+        write()
     print(f"algorithms ({train_envs} environments per rollout):", flush=True)
     for name in algos:
         result["algos"].append(bench_algo(name, train_envs, args.train_iterations, args.repeats))
-    result["total_s"] = round(time.perf_counter() - t0, 1)
-    os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, dev.platform)
-    with open(base + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    other = json.load(open(args.merge)) if args.merge else None
-    with open(base + ".md", "w") as f:
-        f.write(markdown(result, other))
+        write()
     print(f"wrote {base}.json and {base}.md in {result['total_s']:.0f} s")
     return 0
 
