@@ -1,6 +1,6 @@
 """`make bench`: throughput of every registered environment and algorithm on the current device.
 
-    python -m benchmarks.suite [--n-envs 1 64 1024 4096 16384] [--train-envs 1024]
+    python -m benchmarks.suite [--n-envs 1 256 4096 16384] [--train-envs 1024]
         [--envs ID ...] [--algos NAME ...] [--out benchmarks/results]
 
 Environments: one jitted `lax.scan` of the vmapped `step` with random actions from the action
@@ -8,12 +8,15 @@ space and auto-reset, observations carried (so XLA keeps them), at each `n_envs`
 game instead evaluates its losses at random joint strategies. Algorithms: one chunk of training
 (`make_train`, rollouts and updates) on the algorithm's main environment. Compile time (lowering
 and XLA, or a load from the persistent cache) is reported apart from run time, which is the best of
-`--repeats` calls. Writes `<platform>.json` and `<platform>.md` under `--out` with the device, the
-jax version and the commit; `--merge` adds another platform's column for GPU/CPU ratios.
+`--repeats` calls (one call for training chunks); the sizes of one environment compile in
+parallel, one thread per core. Writes `<platform>.json` and `<platform>.md` under `--out` with the
+device, the jax version and the commit; `--merge` adds another platform's column for GPU/CPU
+ratios.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -32,7 +35,7 @@ from jaxmcg.memory import env_bytes
 from jaxmcg.runner import enable_compilation_cache
 from jaxmcg.train import TrainConfig, make_train
 
-DEFAULT_N_ENVS = (1, 64, 1024, 4096, 16384)
+DEFAULT_N_ENVS = (1, 256, 4096, 16384)
 # Each algorithm's main environment (the one its paper is known for); algorithms not listed run on
 # Escape Room, and a pair that cannot run is reported with its error.
 MAIN_ENV = {
@@ -45,7 +48,11 @@ MAIN_ENV = {
     "ia": ("cleanup-7x7-v0", {}), "cen": ("cleanup-7x7-v0", {}),
     "dcl": ("grid_game-v0", {}), "ippo": ("grid_game-v0", {}), "mediated": ("ipd-v0", {}),
     "moca": ("ipd-v0", {}), "d3c": ("coins-v0", {}),
+    # ppo_shared's main environment is GTB (1000-step episodes, a GPU-sized job); on Escape Room
+    # it runs with its MLP (conv=False)
+    "ppo_shared": ("escape_room-v0", {}),
 }
+ALGO_PARAMS = {"ppo_shared": {"conv": False}}
 
 
 def env_program(env, params, n_envs: int):
@@ -84,6 +91,8 @@ def game_program(game, params, n_envs: int):
         def body(i, total):
             k = jax.random.fold_in(key, i)
             x = jax.vmap(game.init_strategies, in_axes=(0, None))(jax.random.split(k, n_envs), params)
+            # a game whose start is deterministic would otherwise be hoisted out of the loop
+            x = x + 1e-3 * jax.random.uniform(k, x.shape)
             return total + jax.vmap(game.losses, in_axes=(0, None))(x, params).sum()
 
         return jax.lax.fori_loop(0, n_steps, body, jnp.zeros(()))
@@ -91,13 +100,23 @@ def game_program(game, params, n_envs: int):
     return run
 
 
-def timed(fn, args, repeats: int, target_s: float | None = None):
-    """`(compile_s, best run_s, n_steps, output)` of `jax.jit(fn)`. With `target_s`, the last
-    argument is a step count: a 4-step call gauges the speed and the timed calls run about
-    `target_s` seconds (4 to 10,000 steps)."""
-    t = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t
+def compile_all(fns_args: list[tuple]) -> list[tuple]:
+    """`[(compiled, compile_s)]` for `[(fn, args)]`, compiled on one thread per core (XLA releases
+    the GIL while compiling); each compile is timed on its own thread."""
+    def one(fn_args):
+        fn, args = fn_args
+        t = time.perf_counter()
+        compiled = jax.jit(fn).lower(*args).compile()
+        return compiled, time.perf_counter() - t
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(one, fns_args))
+
+
+def timed(compiled, args, repeats: int, target_s: float | None = None):
+    """`(best run_s, n_steps, output)` of `compiled(*args)`. With `target_s`, the last argument is a
+    step count: a 4-step call gauges the speed and the timed calls run about `target_s` seconds
+    (4 to 10,000 steps)."""
     n = None
     if target_s is not None:
         t = time.perf_counter()
@@ -110,7 +129,7 @@ def timed(fn, args, repeats: int, target_s: float | None = None):
         t = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
         best = min(best, time.perf_counter() - t)
-    return compile_s, best, n, out
+    return best, n, out
 
 
 def bench_env(env_id: str, n_envs_list, repeats: int, target_s: float) -> dict:
@@ -119,9 +138,11 @@ def bench_env(env_id: str, n_envs_list, repeats: int, target_s: float) -> dict:
     row = {"env": env_id, "kind": "game" if game else "env", "results": []}
     if not game:
         row["bytes_per_env"] = env_bytes(env, params)
-    for n in n_envs_list:
-        fn = (game_program if game else env_program)(env, params, n)
-        compile_s, run_s, steps, _ = timed(fn, (jax.random.PRNGKey(0), 4), repeats, target_s)
+    args = (jax.random.PRNGKey(0), 4)
+    programs = compile_all([((game_program if game else env_program)(env, params, n), args)
+                            for n in n_envs_list])
+    for n, (compiled, compile_s) in zip(n_envs_list, programs):
+        run_s, steps, _ = timed(compiled, args, repeats, target_s)
         row["results"].append({"n_envs": n, "steps": steps, "compile_s": round(compile_s, 3),
                                "run_s": round(run_s, 5), "steps_per_s": n * steps / run_s})
         print(f"  {env_id:28s} n_envs {n:6d}: {n * steps / run_s:14,.0f} steps/s "
@@ -135,14 +156,15 @@ def bench_algo(name: str, n_envs: int, iterations: int, repeats: int) -> dict:
     try:
         algo = jaxmcg.get_algo(name)
         env, params = jaxmcg.make(env_id, **overrides)
-        config = algo.Config()
+        config = algo.Config(**ALGO_PARAMS.get(name, {}))
         if hasattr(algo, "check_env"):
             algo.check_env(env, params, config)
         train = make_train(algo, env, params, config,
                            TrainConfig(n_envs=n_envs, iterations=iterations, log_every=iterations,
                                        eval_envs=min(n_envs, 1024)))
         runner = jax.jit(train.init)(jax.random.PRNGKey(0))
-        compile_s, run_s, _, (_, metrics) = timed(lambda r: train.chunk(r), (runner,), repeats)
+        ((compiled, compile_s),) = compile_all([(train.chunk, (runner,))])
+        run_s, _, (_, metrics) = timed(compiled, (runner,), repeats)
         env_steps = float(metrics["env_steps"])
         row.update({"iterations": iterations, "compile_s": round(compile_s, 3), "run_s": round(run_s, 4),
                     "env_steps": env_steps, "steps_per_s": env_steps / run_s,
@@ -265,7 +287,7 @@ def main(argv=None) -> int:
         write()
     print(f"algorithms ({train_envs} environments per rollout):", flush=True)
     for name in algos:
-        result["algos"].append(bench_algo(name, train_envs, args.train_iterations, args.repeats))
+        result["algos"].append(bench_algo(name, train_envs, args.train_iterations, 1))
         write()
     print(f"wrote {base}.json and {base}.md in {result['total_s']:.0f} s")
     return 0
