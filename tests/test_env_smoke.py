@@ -4,8 +4,13 @@ from env_checks import check_env
 
 import jaxmcg
 
+# Compiling one step of these takes 20-30 s of a core (GTB's auction and views, STS2's tick): their
+# contract check runs with `make test-slow`; their own test files check observations and shapes.
+_HEAVY = {"gtb-15x15-v0", "sts2-v0"}
 
-@pytest.mark.parametrize("env_id", jaxmcg.list_envs())
+
+@pytest.mark.parametrize("env_id", [pytest.param(e, marks=pytest.mark.slow) if e in _HEAVY else e
+                                    for e in jaxmcg.list_envs()])
 def test_env_contract(env_id):
     check_env(env_id)
 
