@@ -462,6 +462,7 @@ def test_small_sort_and_permutation():
     assert np.abs(first - 1 / N).max() < 0.03, first
 
 
+@pytest.mark.slow  # suite budget: the 2000-episode parity in test_gtb_slow.py covers it
 def test_scripted_parity_small():
     """gtb.md §9.2 with 160 episodes per row (the full 2000-episode check is in test_gtb_slow.py):
     every column within 3 combined standard errors of the [F] reference."""

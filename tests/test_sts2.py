@@ -302,6 +302,7 @@ EVENT_RATES = {"SHOT": (0.775, 0.758), "GOAL": (0.345, 0.334), "MISSED_SHOT": (0
                "CHECK": (1.395, 1.379), "GAIN_CONTROL": (2.950, 2.923)}
 
 
+@pytest.mark.slow  # suite budget: the 2000-episode reference statistics cover it
 def test_scripted_teams_small_sample():
     """400 episodes of scripted vs scripted: outcome rates within 3 s.e. (±0.075) of §6.11's, the
     mean length within 15%, and the home/away symmetry of shots and goals."""
