@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -30,6 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import jaxmcg  # noqa: E402
+from benchmarks.throughput import bench_jax  # noqa: E402
 
 F_STEPS_PER_S = 1400.0  # gtb.md §9.5 [M]
 CLEANUP_UNLOADED_STEPS_PER_S = 2.2e6  # Cleanup 7x7, 4096 envs, one device, unloaded (same CPU)
@@ -66,30 +66,6 @@ def make_rollout(env, params, n_envs: int, n_steps: int):
     return run
 
 
-def bench(env, params, n_envs: int, n_steps: int, repeats: int, devices: int,
-          rollout=make_rollout) -> dict:
-    while n_envs % devices:
-        devices -= 1
-    run = rollout(env, params, n_envs // devices, n_steps)
-    key = jax.random.PRNGKey(0)
-    t0 = time.perf_counter()
-    if devices == 1:
-        compiled = jax.jit(run).lower(key).compile()
-        call = compiled
-    else:
-        pmapped = jax.pmap(run, devices=jax.devices()[:devices])
-        call = lambda k: pmapped(jax.random.split(k, devices))  # noqa: E731
-        jax.block_until_ready(call(key))
-    compile_s = time.perf_counter() - t0
-    best = float("inf")
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(call(jax.random.fold_in(key, i)))
-        best = min(best, time.perf_counter() - t0)
-    return {"n_envs": n_envs, "devices": devices, "steps": n_steps, "compile_s": compile_s,
-            "run_s": best, "steps_per_s": n_envs * n_steps / best}
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-envs", type=int, nargs="+", default=[4096])
@@ -115,18 +91,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                               obs_format=args.obs_format)
     results = []
     for n in args.n_envs:
-        r = bench(env, params, n, args.steps, args.repeats, devices)
+        r = bench_jax(env, params, n, args.steps, args.repeats, devices=devices, rollout=make_rollout)
         r["speedup_vs_reference"] = r["steps_per_s"] / args.reference_steps_per_s
         r["designer_obs"], r["obs_format"] = args.designer_obs, args.obs_format
         line = (f"{args.obs_format} n_envs={n:6d} devices={r['devices']} compile {r['compile_s']:.1f}s  "
                 f"{r['steps_per_s']:,.0f} env-steps/s  = {r['speedup_vs_reference']:.0f}x [F] "
                 f"({args.reference_steps_per_s:,.0f}/s)")
         if args.load_reference != "none":
-            from benchmarks.throughput import make_rollout as ref_rollout
-
             ref_env, ref_params = jaxmcg.make(args.load_reference)
-            ref = bench(ref_env, ref_params, n, args.steps, args.repeats, devices,
-                        rollout=lambda *a: (lambda f: lambda k: f(k)[1])(ref_rollout(*a)))
+            ref = bench_jax(ref_env, ref_params, n, args.steps, args.repeats, devices=devices)
             load = args.load_reference_steps_per_s / ref["steps_per_s"]
             r.update(load_reference=args.load_reference, load_reference_steps_per_s=ref["steps_per_s"],
                      load_factor=load, unloaded_speedup_vs_reference=r["speedup_vs_reference"] * load)

@@ -79,13 +79,14 @@ def make_rollout(env, params, n_envs: int, n_steps: int):
 
 
 def bench_jax(env, params, n_envs: int, n_steps: int, repeats: int, seed: int = 0,
-              devices: int = 1) -> dict:
+              devices: int = 1, rollout=make_rollout) -> dict:
     """`devices` > 1 splits the environments evenly over that many devices with `pmap` (falls back
-    to fewer devices when `n_envs` does not divide)."""
+    to fewer devices when `n_envs` does not divide). `rollout(env, params, n_envs, n_steps)` builds
+    the timed `run(key)` (default: uniformly random actions)."""
     while n_envs % devices:
         devices -= 1
     key = jax.random.PRNGKey(seed)
-    run = make_rollout(env, params, n_envs // devices, n_steps)
+    run = rollout(env, params, n_envs // devices, n_steps)
     t0 = time.perf_counter()
     if devices == 1:
         compiled = jax.jit(run).lower(key).compile()

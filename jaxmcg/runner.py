@@ -22,7 +22,7 @@ import jaxmcg
 from jaxmcg.checkpoint import Checkpointer
 from jaxmcg.memory import check_fits
 from jaxmcg.parallel import RUNS, is_main_process, make_mesh, parse_devices, replicated, runs_sharding
-from jaxmcg.sweep import algo_values, check_traceable, grid_points, point_arrays, rebind
+from jaxmcg.sweep import algo_values, check_traceable, env_values, grid_points, point_arrays, rebind
 from jaxmcg.sweep import apply as sweep_apply
 from jaxmcg.train import TrainConfig, make_train
 
@@ -73,8 +73,9 @@ def _to_host(metrics: dict) -> dict:
     return {k: np.asarray(v) for k, v in metrics.items()}
 
 
-def _line(metrics: dict, run: int, env_steps: float, wall: float) -> dict:
-    line = {"iteration": int(metrics["iteration"][run]), "seed": run, "env_steps": int(env_steps),
+def _line(metrics: dict, run: int, seed: int, env_steps: float, wall: float) -> dict:
+    """The `metrics.jsonl` line of run `run` (row of the metrics), logged as seed `seed`."""
+    line = {"iteration": int(metrics["iteration"][run]), "seed": seed, "env_steps": int(env_steps),
             "wall_time": round(wall, 3)}
     for k, v in metrics.items():
         if k not in ("iteration", "env_steps"):
@@ -125,7 +126,6 @@ class Program:
     cfg: dict
     train_config: TrainConfig
     points: list  # sweep points (dicts of swept values); [{}] without a sweep
-    hp: dict  # per-run swept values [R]
     mesh: Any
     init: Callable  # seed -> (hp, runner), jitted, sharded over runs
     chunk: Callable  # (hp, runner) -> (runner, metrics), jitted, metrics replicated
@@ -156,6 +156,7 @@ def prepare(cfg: dict) -> Program:
     def chunk_one(point_hp, runner):
         runner, metrics = train_for(point_hp).chunk(rebind(runner, algo_values(point_hp)))
         return rebind(runner, base), metrics
+
     check_traceable(init_one, chunk_one, hp, jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
     runs, everywhere = runs_sharding(mesh), replicated(mesh)
     seed = cfg["seed"]
@@ -168,7 +169,7 @@ def prepare(cfg: dict) -> Program:
     init = jax.jit(init_all, out_shardings=runs)
     chunk = jax.jit(jax.vmap(chunk_one, spmd_axis_name=RUNS), in_shardings=(runs, runs),
                     out_shardings=(runs, everywhere))
-    return Program(cfg, train_config, points, hp, mesh, init, chunk,
+    return Program(cfg, train_config, points, mesh, init, chunk,
                    train_config.iterations // train_config.log_every)
 
 
@@ -199,8 +200,8 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
         if cfg.get("sweep"):
             for d, point in zip(dirs, program.points):
                 point_cfg = {**cfg, "sweep": None, "point": point}
-                point_cfg["algo_config"] = {**cfg["algo_config"],
-                                            **{k: v for k, v in point.items() if "." not in k}}
+                point_cfg["algo_config"] = {**cfg["algo_config"], **algo_values(point)}
+                point_cfg["env_params"] = {**cfg["env_params"], **env_values(point)}
                 atomic_write_json(os.path.join(d, "config.json"), {"run": point_cfg, **meta})
     hp, runner = program.init()
     t0 = time.perf_counter()
@@ -216,15 +217,14 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
     done_iters = meta["chunks_done"] * program.train_config.log_every
     lines = [[] for _ in dirs]
     files = []
-    for p, d in enumerate(dirs):
+    for p, d in enumerate(dirs if main else []):
         path = os.path.join(d, "metrics.jsonl")
-        if main and os.path.exists(path):  # drop what was logged after the checkpoint
+        if os.path.exists(path):  # drop what was logged after the checkpoint
             with open(path) as f:
                 lines[p] = [ln for ln in map(json.loads, f) if ln["iteration"] <= done_iters]
-        if main:
-            with open(path, "w") as f:
-                f.writelines(json.dumps(ln) + "\n" for ln in lines[p])
-            files.append(open(path, "a"))
+        with open(path, "w") as f:
+            f.writelines(json.dumps(ln) + "\n" for ln in lines[p])
+        files.append(open(path, "a"))
 
     env_steps = list(meta["env_steps"])
     wall = meta["wall_time"]
@@ -241,8 +241,7 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
             for p, f in enumerate(files):
                 for s in range(n_seeds):
                     r = p * n_seeds + s
-                    line = _line(metrics, r, env_steps[r], wall)
-                    line["seed"] = s
+                    line = _line(metrics, r, s, env_steps[r], wall)
                     lines[p].append(line)
                     f.write(json.dumps(line) + "\n")
                 f.flush()

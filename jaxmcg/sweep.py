@@ -63,8 +63,7 @@ def point_arrays(points: list[dict[str, float]], n_seeds: int) -> dict[str, np.n
 
 def apply(hp: dict, config, env_params):
     """`(config, env_params)` with the point's (possibly traced) values substituted."""
-    algo_hp = {k: v for k, v in hp.items() if not k.startswith(ENV_PREFIX)}
-    env_hp = {k[len(ENV_PREFIX):]: v for k, v in hp.items() if k.startswith(ENV_PREFIX)}
+    algo_hp, env_hp = algo_values(hp), env_values(hp)
     if algo_hp:
         config = dataclasses.replace(config, **algo_hp)
     if env_hp:
@@ -75,6 +74,11 @@ def apply(hp: dict, config, env_params):
 def algo_values(hp: dict) -> dict:
     """The algorithm-Config part of a point (without the `env.` keys)."""
     return {k: v for k, v in hp.items() if not k.startswith(ENV_PREFIX)}
+
+
+def env_values(hp: dict) -> dict:
+    """The EnvParams part of a point, keyed by field name (the `env.` prefix removed)."""
+    return {k[len(ENV_PREFIX):]: v for k, v in hp.items() if k.startswith(ENV_PREFIX)}
 
 
 def rebind(tree, values: dict):
