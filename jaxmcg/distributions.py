@@ -70,3 +70,12 @@ def mean_entropy(probs: jax.Array, weights: jax.Array | None = None) -> jax.Arra
     weighted by `weights[...]` when given."""
     h = -jnp.mean(probs * jnp.log(probs + LOG_EPS), axis=-1)
     return jnp.mean(h) if weights is None else masked_mean(h, weights)
+
+
+def epsilon_greedy(key: jax.Array, q: jax.Array, eps: jax.Array | float) -> jax.Array:
+    """argmax of `q[..., A]`, replaced with probability `eps` by a uniform action (QMIX, IQL, HSD:
+    cm3-hsd.md §3, §5.2). Returns int32 actions of shape `q.shape[:-1]`."""
+    k_explore, k_uniform = jax.random.split(key)
+    greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)
+    uniform = jax.random.randint(k_uniform, q.shape[:-1], 0, q.shape[-1], jnp.int32)
+    return jnp.where(jax.random.uniform(k_explore, q.shape[:-1]) < eps, uniform, greedy)
