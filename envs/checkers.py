@@ -167,7 +167,9 @@ class Checkers(Environment):
         norm = jnp.stack([(rc[:, 0] - 3.5) / 7.0, (rc[:, 1] - 6.5) / 13.0], axis=1)  # [N, 2]
 
         def window(pos):  # 5x5x3 around pos: always inside thanks to the 2-cell walls
-            w = jax.lax.dynamic_slice(state.world, (pos[0] - 2, pos[1] - 2, 0), (VIEW, VIEW, 3))
+            # int32 zero: an int literal would be int64 under jax_enable_x64 and dynamic_slice rejects the mix
+            zero = jnp.zeros((), pos.dtype)
+            w = jax.lax.dynamic_slice(state.world, (pos[0] - 2, pos[1] - 2, zero), (VIEW, VIEW, 3))
             return w.at[2, 2, 2].set(0.0).reshape(-1)
 
         self_v = jnp.concatenate([norm, state.collected.astype(jnp.float32) / 12.0], axis=1)

@@ -366,6 +366,8 @@ class STS2(Environment):
     """STS2 3v3 with `num_agents` learning home players (1-3); the remaining home players and the
     away team are scripted (§6.5)."""
 
+    team_reward_broadcast = True  # every learner's reward is the one team reward (§6.7)
+
     def __init__(self, num_agents: int = 3):
         if int(num_agents) not in (1, 2, 3):
             raise ValueError(f"num_agents={num_agents} is invalid for STS2; valid: 1, 2, 3 "
