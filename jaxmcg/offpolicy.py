@@ -57,6 +57,7 @@ def mixed_targets(mix: Callable[[jax.Array, jax.Array], jax.Array], reward: jax.
     """QMIX target r + gamma (1 - done) Q'_tot(s', argmax_z Q'^n(o'^n)) (§2.7), without gradient.
 
     `mix(q[B, N], c[B, C])` is the *target* mixer; `next_utilities_target[B, N, K]` come from the
-    *target* agent networks, whose argmax the authors take (no double Q, A-HSD-10)."""
+    *target* agent networks, whose argmax the authors take (no double Q, A-HSD-10). `gamma` may be
+    an array broadcasting against `reward` (HSD's per-segment discounts, A-HSD-1 `smdp_exact`)."""
     best = jnp.max(next_utilities_target, axis=-1)
     return jax.lax.stop_gradient(reward + gamma * (1.0 - done) * mix(best, next_condition))
