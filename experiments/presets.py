@@ -402,3 +402,66 @@ PRESETS["ppo-gtb-free_market"] = dict(
                  "c_v": 0.114, "eps_start": 0.0, "eps_end": 0.0, "grad_clip": None},
     train={"n_envs": 1, "iterations": 50_000, "log_every": 100, "eval_envs": 5})
 # --- end GTB ---
+
+# --- CM3 and HSD (thesis ch. 3-4, cm3-hsd.md) ---
+# Budgets are the tables' episodes; evaluation every 100 episodes (§2.6, §5.2): an on-policy
+# iteration is 10 episodes (log_every 10), an off-policy one is 1 episode (log_every 100).
+def _episodes(episodes: int, per_iteration: int, n_eval: int) -> dict:
+    return {"n_envs": per_iteration, "iterations": episodes // per_iteration,
+            "log_every": 100 // per_iteration, "eval_envs": n_eval}
+
+
+_CM3_ENVS = (("particle_antipodal", 80_000), ("particle_intersection", 80_000),
+             ("particle_merge", 80_000), ("checkers", 50_000), ("lane_merge", 50_000))
+_IAC = {  # Tables A.3-A.5, IAC column
+    "particle": dict(lr_actor=1e-4, lr_v=1e-3, eps_start=1.0, eps_end=0.05, eps_div=8e4,
+                     batch_size=128, epochs=24, buffer_size=10_000),
+    "lane_merge": dict(lr_actor=1e-4, lr_v=1e-3, eps_start=0.5, eps_end=0.05, eps_div=1e3,
+                       batch_size=128, epochs=33, buffer_size=20_000),
+    "checkers": dict(lr_actor=1e-4, lr_v=1e-3, eps_start=1.0, eps_end=0.1, eps_div=2e4,
+                     batch_size=128, epochs=33, buffer_size=10_000)}
+_COMA = {  # Tables A.3-A.5, COMA column
+    "particle": dict(lr_actor=1e-5, lr_q=1e-4, eps_start=1.0, eps_end=0.05, eps_div=2e4,
+                     batch_size=128, epochs=24, buffer_size=10_000),
+    "lane_merge": dict(lr_actor=1e-4, lr_q=1e-3, eps_start=0.5, eps_end=0.05, eps_div=1e4,
+                       batch_size=128, epochs=33, buffer_size=20_000),
+    "checkers": dict(lr_actor=1e-4, lr_q=1e-3, eps_start=1.0, eps_end=0.1, eps_div=1e4,
+                     batch_size=128, epochs=33, buffer_size=10_000)}
+_QMIX_CM3 = {"pretrain_episodes": 50, "batch_size": 128, "steps_per_train": 10, "hidden": (64, 64)}
+_QMIX = {  # Tables A.3-A.5, QMIX column (Checkers: thesis network sizes, A-CM3-14)
+    "particle": {**_QMIX_CM3, "mixer_embed": 64, "lr": 1e-3, "eps_start": 1.0, "eps_end": 0.05,
+                 "eps_div": 80_000.0, "buffer_size": 10_000},
+    "checkers": {**_QMIX_CM3, "mixer_embed": 128, "lr": 1e-5, "eps_start": 1.0, "eps_end": 0.1,
+                 "eps_div": 10_000.0, "buffer_size": 10_000},
+    "lane_merge": {**_QMIX_CM3, "mixer_embed": 64, "lr": 1e-3, "eps_start": 0.5, "eps_end": 0.05,
+                   "eps_div": 40_000.0, "buffer_size": 20_000}}
+for _env, _episodes_total in _CM3_ENVS:
+    _fam = "particle" if _env.startswith("particle") else _env
+    for _algo, _table, _per in (("iac", _IAC, 10), ("coma", _COMA, 10), ("qmix", _QMIX, 1)):
+        FAMILY_DEFAULTS[(_algo, _env)] = _table[_fam]
+        FAMILY_TRAIN[(_algo, _env)] = _episodes(_episodes_total, _per, 10)
+        PRESETS[f"{_algo}-{_env}"] = dict(algo=_algo, env=_env, algo_params=_table[_fam],
+                                          train=FAMILY_TRAIN[(_algo, _env)])
+for _stage1, _table in (("particle_stage1", "particle"), ("checkers_stage1", "checkers"),
+                        ("lane_merge_stage1", "lane_merge")):
+    for _algo, _t in (("iac", _IAC), ("coma", _COMA)):
+        FAMILY_DEFAULTS[(_algo, _stage1)] = _t[_table]
+        FAMILY_TRAIN[(_algo, _stage1)] = _episodes(5_000, 10, 10)
+
+# HSD, QMIX and IQL on STS2 (§5.4-5.5; the Config defaults are these values), 50k episodes
+_STS2_TRAIN = _episodes(50_000, 1, 20)
+for _algo in ("hsd", "qmix", "iql"):
+    FAMILY_TRAIN[(_algo, "sts2")] = _STS2_TRAIN
+    PRESETS[f"{_algo}-sts2"] = dict(algo=_algo, env="sts2", train=_STS2_TRAIN)
+for _name, _params in (
+        ("hsd-sts2-k8", {"num_skills": 8}),  # Fig 4.3
+        ("hsd_scripted-sts2", {"variant": "hsd_scripted", "num_skills": 2}),  # §5.5
+        ("hsd_ext-sts2", {"variant": "hsd_ext"}),  # §5.5, A-HSD-6 (a guess)
+        ("hsd-sts2-thesis", {"smdp_exact": True, "intrinsic_on_last_step": True}),  # A-HSD-1/2
+        ("hsd-sts2-athr0.4", {"alpha_threshold": 0.4}),  # Fig 4.4b (A-HSD-13 grids)
+        ("hsd-sts2-athr0.55", {"alpha_threshold": 0.55}),
+        ("hsd-sts2-astep0.05", {"alpha_step": 0.05}),  # Fig 4.4c
+        ("hsd-sts2-astep0.1", {"alpha_step": 0.1}),
+        ("hsd-sts2-tseg5", {"t_seg": 5}),  # Fig 4.4d
+        ("hsd-sts2-tseg20", {"t_seg": 20})):
+    PRESETS[_name] = dict(algo="hsd", env="sts2", algo_params=_params, train=_STS2_TRAIN)

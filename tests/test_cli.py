@@ -163,3 +163,13 @@ def test_dcl_runs_on_another_discrete_game_through_the_commitment_wrapper(tmp_pa
     assert [x["iteration"] for x in lines] == [2, 4]
     assert 0.0 <= lines[-1]["dcl/agreement"] <= 1.0
     assert np.shape(lines[-1]["dcl/commit_probs"]) == (2, 4)
+
+
+def test_every_preset_resolves_to_a_valid_configuration():
+    """Each preset names a registered algorithm and environment and its parameters validate (the
+    algorithm's Config, check_env, the training budget), without compiling anything."""
+    from experiments.presets import PRESETS
+
+    for name in PRESETS:
+        resolved = run.resolve(run.build_parser().parse_args(["--preset", name]))
+        assert resolved["train"]["iterations"] % resolved["train"]["log_every"] == 0, name
