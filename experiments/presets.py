@@ -465,3 +465,24 @@ for _name, _params in (
         ("hsd-sts2-tseg5", {"t_seg": 5}),  # Fig 4.4d
         ("hsd-sts2-tseg20", {"t_seg": 20})):
     PRESETS[_name] = dict(algo="hsd", env="sts2", algo_params=_params, train=_STS2_TRAIN)
+
+# CM3 (Tables A.3-A.5): Stage 1 runs inside `init` on the induced one-agent env (cm3.Config's
+# stage1_* fields); the budgets here are Stage 2's. Particle trains on-policy (10 episodes per
+# iteration), Checkers' Stage 2 and the lane merge off-policy (one episode per iteration).
+from jaxmcg.algos.cm3 import PAPER as _CM3_PAPER  # noqa: E402  (the tables live with the algorithm)
+
+for _env, _episodes_total in _CM3_ENVS:
+    _fam = "particle" if _env.startswith("particle") else _env
+    _per = 10 if _fam == "particle" else 1
+    FAMILY_DEFAULTS[("cm3", _env)] = _CM3_PAPER[_fam]["cm3"]
+    FAMILY_TRAIN[("cm3", _env)] = _episodes(_episodes_total, _per, 10)
+    for _col, _name in (("cm3", "cm3"), ("qv", "cm3_qv"), ("direct", "cm3_direct")):
+        PRESETS[f"{_name}-{_env}"] = dict(algo="cm3", env=_env, algo_params=_CM3_PAPER[_fam][_col],
+                                          train=FAMILY_TRAIN[("cm3", _env)])
+for _stage1, _fam, _episodes_s1, _per in (("particle_stage1", "particle", 1_000, 10),
+                                          ("checkers_stage1", "checkers", 5_000, 10),
+                                          ("lane_merge_stage1", "lane_merge", 2_500, 1)):
+    FAMILY_DEFAULTS[("cm3", _stage1)] = _CM3_PAPER[_fam]["stage1"]
+    FAMILY_TRAIN[("cm3", _stage1)] = _episodes(_episodes_s1, _per, 10)
+    PRESETS[f"cm3_stage1-{_fam}"] = dict(algo="cm3", env=_stage1, algo_params=_CM3_PAPER[_fam]["stage1"],
+                                         train=FAMILY_TRAIN[("cm3", _stage1)])

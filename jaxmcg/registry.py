@@ -122,7 +122,7 @@ def _ensure_builtin() -> None:
         for name in ("metagrad", "dual_rl", "amd"):  # thesis ch. 6 incentive designers (§3)
             _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
         _ALGOS.setdefault("ppo_shared", "jaxmcg.algos.ppo_shared")  # GTB agents (gtb.md §8.2)
-        for name in ("iac", "coma", "qmix", "iql", "hsd"):  # thesis ch. 3-4 (cm3-hsd.md)
+        for name in ("cm3", "iac", "coma", "qmix", "iql", "hsd"):  # thesis ch. 3-4 (cm3-hsd.md)
             _ALGOS.setdefault(name, f"jaxmcg.algos.{name}")
         try:  # the envs package registers itself; optional so jaxmcg works without it
             importlib.import_module("envs")
