@@ -146,6 +146,18 @@ def check_horizon(env, env_params, config) -> None:
                          f"({horizon} steps); valid: buffer_size >= {horizon}")
 
 
+def check_flat_discrete(env, env_params, config, who: str):
+    """`(obs, info)` shapes of one step (eval_shape) after checking discrete actions, flat
+    observations `[N, obs_dim]` and an episode that fits the buffer."""
+    num_actions(env, env_params, who)
+    obs, info = step_shapes(env, env_params)
+    if len(obs.shape) != 2:
+        raise ValueError(f"{who}'s networks take flat observations [N, obs_dim]; {env.name} gives "
+                         f"{tuple(obs.shape)}")
+    check_horizon(env, env_params, config)
+    return obs, info
+
+
 # ---- exploration ---------------------------------------------------------------------------------
 
 

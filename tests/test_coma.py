@@ -7,24 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gradcheck import assert_grad_matches_fd, f64
+from test_iac import random_rows
 
 from experiments import run
 from jaxmcg import cm3_networks as N
 from jaxmcg.algos import coma, iac
 from jaxmcg.registry import make
-
-
-def random_rows(env, params, seed, b=8):
-    rng = np.random.default_rng(seed)
-    rows = {}
-    for k, x in iac.transitions(env, params).items():
-        if k == "action":
-            rows[k] = jnp.asarray(rng.integers(0, 5, (b,) + x.shape), jnp.int32)
-        elif k == "done":
-            rows[k] = jnp.asarray(rng.random(b) < 0.3, jnp.float64)
-        else:
-            rows[k] = jnp.asarray(rng.normal(size=(b,) + x.shape), jnp.float64)
-    return rows
 
 
 def _f64_state(env, params, **kw):
@@ -37,7 +25,7 @@ def _f64_state(env, params, **kw):
 def test_losses_match_finite_differences(x64):
     env, params = make("particle_merge-v0")
     state = _f64_state(env, params)
-    rows = random_rows(env, params, 1)
+    rows = random_rows(env, params, 1, b=8)
     mask = jnp.asarray(np.arange(8) != 2, jnp.float64)
     next_actions = jnp.asarray(np.random.default_rng(2).integers(0, 5, (8, 2)), jnp.int32)
     # h = 1e-8: the small (σ = 0.01) critic weights put many ReLUs near their kink

@@ -74,12 +74,7 @@ def check_env(env, env_params, config: Config) -> V.Setup:
 
 def _checked(env, env_params, config: Config):
     """`(setup, obs shape)` after the checks of `check_env`."""
-    V.num_actions(env, env_params, "IQL")
-    obs, _ = V.step_shapes(env, env_params)
-    if len(obs.shape) != 2:
-        raise ValueError(f"IQL's networks take flat observations [N, obs_dim]; {env.name} gives "
-                         f"{tuple(obs.shape)}")
-    V.check_horizon(env, env_params, config)
+    obs, _ = V.check_flat_discrete(env, env_params, config, "IQL")
     return V.Setup(V.resolve_network(env, config), V.resolve_team_reward(env, config)), obs
 
 

@@ -134,12 +134,7 @@ def check_env(env, env_params, config: Config) -> V.Setup:
 
 def _checked(env, env_params, config: Config):
     """`(setup, obs shape, info shapes)` after the checks of `check_env`."""
-    V.num_actions(env, env_params, "QMIX")
-    obs, info = V.step_shapes(env, env_params)
-    if len(obs.shape) != 2:
-        raise ValueError(f"QMIX's networks take flat observations [N, obs_dim]; {env.name} gives "
-                         f"{tuple(obs.shape)}")
-    V.check_horizon(env, env_params, config)
+    obs, info = V.check_flat_discrete(env, env_params, config, "QMIX")
     setup = V.Setup(V.resolve_network(env, config), V.resolve_team_reward(env, config),
                     _resolve_mixer_input(env, info, config))
     return setup, obs, info
