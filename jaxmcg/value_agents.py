@@ -29,6 +29,7 @@ import optax
 
 from jaxmcg import distributions as D
 from jaxmcg import replay
+from jaxmcg.cm3_networks import cross_init, piece
 from jaxmcg.critic import soft_update
 from jaxmcg.offpolicy import run_train_steps, train_step_count
 
@@ -36,7 +37,6 @@ NETWORKS = ("auto", "mlp", "checkers", "lane_merge")
 TEAM_REWARDS = ("auto", "sum", "first")
 
 _GLOROT = nn.initializers.glorot_uniform()  # TF dense/conv default kernel (§5.3 "Initialization")
-_MERGE_INIT = nn.initializers.truncated_normal(0.01)  # [C-CM3 networks.py get_variable]
 
 
 # ---- configuration checks ------------------------------------------------------------------------
@@ -299,11 +299,6 @@ def _tf_vector_init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-def _part(x, layout, name):
-    start, stop = dict((k, (a, b)) for k, a, b in layout)[name]
-    return x[..., start:stop]
-
-
 def conv_flat(x, shape, filters, kernel):
     """conv(filters, kernel), stride 1, SAME, ReLU, flattened (§2.5), on x[..., prod(shape)]."""
     grid = x.reshape(*x.shape[:-1], *shape)
@@ -323,14 +318,14 @@ class CheckersQNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         h1, h2 = self.hidden
-        part = lambda name: _part(x, self.layout, name)  # noqa: E731
+        part = lambda name: piece(x, self.layout, name)  # noqa: E731
         conv = nn.relu(nn.Dense(32, kernel_init=_GLOROT)(conv_flat(part("self_T"), (5, 5, 3), 6,
                                                                    (3, 3))))
         own = jnp.concatenate([conv, part("self_V"), part("prev_action"), part("goal")], axis=-1)
         own = nn.relu(nn.Dense(h1, kernel_init=_GLOROT)(own))
         others = nn.relu(nn.Dense(h1, kernel_init=_GLOROT)(part("others")))
-        merged = (own @ self.param("W_self_h2", _MERGE_INIT, (h1, h2))
-                  + others @ self.param("W_others_h2", _MERGE_INIT, (h1, h2))
+        merged = (own @ self.param("W_self_h2", cross_init, (h1, h2))
+                  + others @ self.param("W_others_h2", cross_init, (h1, h2))
                   + self.param("b", _tf_vector_init, (h2,)))
         return nn.Dense(self.out, kernel_init=_GLOROT)(nn.relu(merged))
 
@@ -347,13 +342,13 @@ class LaneMergeQNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         h1, h2 = self.hidden
-        part = lambda name: _part(x, self.layout, name)  # noqa: E731
+        part = lambda name: piece(x, self.layout, name)  # noqa: E731
         own = nn.relu(nn.Dense(h1, kernel_init=_GLOROT)(
             jnp.concatenate([part("self"), part("goal")], axis=-1)))
         conv = nn.relu(nn.Dense(h1, kernel_init=_GLOROT)(conv_flat(part("others"), (13, 9, 2), 4,
                                                                    (5, 3))))
-        merged = (own @ self.param("W_self_h2", _MERGE_INIT, (h1, h2))
-                  + conv @ self.param("W_conv_h2", _MERGE_INIT, (h1, h2)))
+        merged = (own @ self.param("W_self_h2", cross_init, (h1, h2))
+                  + conv @ self.param("W_conv_h2", cross_init, (h1, h2)))
         return nn.Dense(self.out, kernel_init=_GLOROT)(nn.relu(merged))
 
 
