@@ -127,7 +127,8 @@ class Program:
     train_config: TrainConfig
     points: list  # sweep points (dicts of swept values); [{}] without a sweep
     mesh: Any
-    init: Callable  # seed -> (hp, runner), jitted, sharded over runs
+    init: Callable  # () -> (hp, runner), jitted, sharded over runs
+    hyper: Callable  # () -> hp alone (what a resumed run needs besides the checkpoint)
     chunk: Callable  # (hp, runner) -> (runner, metrics), jitted, metrics replicated
     n_chunks: int
 
@@ -161,15 +162,18 @@ def prepare(cfg: dict) -> Program:
     runs, everywhere = runs_sharding(mesh), replicated(mesh)
     seed = cfg["seed"]
 
+    def hp_all():
+        return {k: jnp.asarray(v) for k, v in hp.items()}
+
     def init_all():
         keys = jnp.tile(jax.random.split(jax.random.PRNGKey(seed), n_seeds), (len(points), 1))
-        hp_runs = {k: jnp.asarray(v) for k, v in hp.items()}
+        hp_runs = hp_all()
         return hp_runs, jax.vmap(init_one, spmd_axis_name=RUNS)(hp_runs, keys)
 
     init = jax.jit(init_all, out_shardings=runs)
     chunk = jax.jit(jax.vmap(chunk_one, spmd_axis_name=RUNS), in_shardings=(runs, runs),
                     out_shardings=(runs, everywhere))
-    return Program(cfg, train_config, points, mesh, init, chunk,
+    return Program(cfg, train_config, points, mesh, init, jax.jit(hp_all, out_shardings=runs), chunk,
                    train_config.iterations // train_config.log_every)
 
 
@@ -203,17 +207,21 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
                 point_cfg["algo_config"] = {**cfg["algo_config"], **algo_values(point)}
                 point_cfg["env_params"] = {**cfg["env_params"], **env_values(point)}
                 atomic_write_json(os.path.join(d, "config.json"), {"run": point_cfg, **meta})
-    hp, runner = program.init()
-    t0 = time.perf_counter()
-    compiled = program.chunk.lower(hp, runner).compile()
-    compile_time = time.perf_counter() - t0
-    check_fits(compiled, program.mesh, program.train_config.n_envs)
-
     ckpt = Checkpointer(os.path.join(out, "checkpoints"))
     n_runs = n_points * n_seeds
     meta = {"chunks_done": 0, "env_steps": [0.0] * n_runs, "wall_time": 0.0}
     if resume and ckpt.latest_step() is not None:
-        runner, meta = ckpt.restore(runner)
+        # restore into the state's shapes without running init: an init that trains (CM3's
+        # Stage 1) would otherwise be redone on every resume
+        _, abstract = jax.eval_shape(program.init)
+        hp = program.hyper()
+        runner, meta = ckpt.restore(abstract)
+    else:
+        hp, runner = program.init()
+    t0 = time.perf_counter()
+    compiled = program.chunk.lower(hp, runner).compile()
+    compile_time = time.perf_counter() - t0
+    check_fits(compiled, program.mesh, program.train_config.n_envs)
     done_iters = meta["chunks_done"] * program.train_config.log_every
     lines = [[] for _ in dirs]
     files = []

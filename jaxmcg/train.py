@@ -3,7 +3,10 @@
 An iteration is a sequence of phases; each phase collects a fresh batch of episodes with the current
 policy and feeds it to one update. Most algorithms have the single phase `update`; LIO's faithful
 iteration has two (policy step on tau, incentive step on tau-hat). `log_every` iterations make a
-chunk; after each chunk the policy is evaluated with exploration off, which gives one logged point.
+chunk; after each chunk the policy is evaluated with exploration off, which gives one logged point
+(`collective_return`). An algorithm whose evaluation still samples (CM3 and its baselines, A-CM3-17)
+can define `act_greedy(state, obs, key)`; its argmax policy is then evaluated too
+(`greedy/collective_return`).
 """
 from __future__ import annotations
 
@@ -101,8 +104,10 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
     init_kwargs = {k: v for k, v in (("n_envs", train_config.n_envs), ("num_steps", num_steps))
                    if k in init_params}
 
-    def rollout(algo_state, key, n_envs, evaluate=False):
+    def rollout(algo_state, key, n_envs, evaluate=False, greedy=False):
         act = lambda obs, k: algo.act(algo_state, obs, k, evaluate=evaluate)
+        if greedy:
+            act = lambda obs, k: algo.act_greedy(algo_state, obs, k)
         return episode_rollout(env, env_params, act, key, n_envs, num_steps, constrain)
 
     def init(key):
@@ -140,6 +145,13 @@ def make_train(algo, env, env_params, config, train_config: TrainConfig = TrainC
         metrics["action_frequency"] = action_frequency(batch, num_actions)
         if hasattr(algo, "eval_metrics"):
             metrics.update(algo.eval_metrics(runner.algo_state, batch))
+        if hasattr(algo, "act_greedy"):  # a second evaluation with the policy's argmax
+            # a key folded from the evaluation's: the training stream stays what it was without it
+            greedy = rollout(runner.algo_state, jax.random.fold_in(eval_key, 1),
+                             train_config.eval_envs, greedy=True)
+            greedy_returns = jnp.mean(episode_returns(greedy), axis=0)
+            metrics["greedy/episode_return/mean"] = greedy_returns
+            metrics["greedy/collective_return"] = jnp.sum(greedy_returns)
         metrics["iteration"] = runner.iteration
         metrics["env_steps"] = env_steps
         return runner, metrics

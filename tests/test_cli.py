@@ -1,4 +1,5 @@
 """The command line: outputs, bad input rejected before any compilation, resume = uninterrupted."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -94,13 +95,29 @@ def _params(out_dir):
     return step, state
 
 
-def test_outputs_and_resume_equals_uninterrupted(tmp_path):
+def test_outputs_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     assert run.main(SMALL + ["--out", full, "--target", "-100"]) == 0
     # an interruption after 2 of 4 chunks, with a checkpoint each chunk, then --resume
     assert run.main(SMALL + ["--out", part, "--checkpoint-every", "1"], _stop_after_chunks=2) == 0
     assert not os.path.exists(os.path.join(part, "summary.json"))
+    # the resumed run restores into init's shapes without running init (CM3's init trains Stage 1)
+    from jaxmcg import runner
+
+    real_prepare, concrete_inits = runner.prepare, []
+
+    def prepare(cfg):
+        program = real_prepare(cfg)
+
+        def init():
+            out = program.init()
+            concrete_inits.append(not isinstance(jax.tree_util.tree_leaves(out)[0], jax.core.Tracer))
+            return out
+        return dataclasses.replace(program, init=init)
+
+    monkeypatch.setattr(runner, "prepare", prepare)
     assert run.main(["--resume", part, "--quiet"]) == 0
+    assert concrete_inits == [False]
 
     cfg = json.load(open(os.path.join(full, "config.json")))
     from jaxmcg.algos import lio

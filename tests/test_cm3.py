@@ -366,4 +366,5 @@ def test_cli_two_stages_and_stage1_learning(tmp_path):
     stage1 = lines[0]["cm3/stage1_return"]
     assert stage1 > -20.0, stage1
     assert lines[-1]["cm3/train_steps"] > 0 and np.isfinite(lines[-1]["cm3/loss_q_credit"])
+    assert np.isfinite(lines[-1]["greedy/collective_return"])  # logged beside the sampled one
     assert (out / "summary.json").exists()

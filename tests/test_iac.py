@@ -127,6 +127,7 @@ def test_warmup_actions_are_uniform_and_evaluation_samples_with_eps_zero(stage1)
     greedy = jax.jit(jax.vmap(lambda k: iac.act(state, obs, k, evaluate=True)[0]))(
         jax.random.split(jax.random.PRNGKey(2), 50))
     assert np.all(np.asarray(greedy) == 0)  # ε = 0 and no warm-up at evaluation (A-CM3-17)
+    assert np.all(np.asarray(iac.act_greedy(state, obs, None)[0]) == 0)  # the argmax
 
 
 def test_bad_config_and_env_rejected():
@@ -158,6 +159,7 @@ def test_learns_stage1_navigation_through_the_cli(tmp_path):
     final = lines[-1]["collective_return"]
     assert lines[-1]["iteration"] == 60
     assert final > random_return + 10.0, (final, random_return)
+    assert lines[-1]["greedy/collective_return"] > random_return + 10.0  # A-CM3-17's greedy eval
 
 
 @pytest.mark.slow  # one compile per environment; `make test-slow`

@@ -42,7 +42,8 @@ off-policy for Checkers Stage 2 and the lane merge). The training loop hands `up
   episodes rather than interleaved with them; with n_envs = 1 this is the only difference from the
   original accounting.
 During warm-up actions are uniform only in Stage 1 and in from-scratch runs (A-CM3-19).
-Evaluation (`act(..., evaluate=True)`) samples from pi with eps = 0 (A-CM3-17).
+Evaluation (`act(..., evaluate=True)`) samples from pi with eps = 0 (A-CM3-17); `act_greedy`, the
+argmax, is evaluated beside it (`greedy/collective_return`), as A-CM3-17 asks.
 
 The lane merge stores the *executed* action (`info["executed_action"]`, after the feasibility
 filter), as the original buffer does.
@@ -542,6 +543,12 @@ def act(state: State, obs, key, evaluate: bool = False):
         uniform = jax.random.randint(k_uniform, actions.shape, 0, state.num_actions, jnp.int32)
         actions = jnp.where((episode < state.config.warmup_episodes)[:, None], uniform, actions)
     return actions, {}
+
+
+def act_greedy(state: State, obs, key):
+    """The argmax of pi, for the greedy evaluation logged beside the sampled one (A-CM3-17)."""
+    logits = state.modules["actor"].apply(state.nets["actor"], obs)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32), {}
 
 
 # ---- one train step (§2.2-2.3) --------------------------------------------------------------------

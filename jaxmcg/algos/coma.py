@@ -131,6 +131,9 @@ def act(state: State, obs, key, evaluate: bool = False):
     return iac.sample_actions(state, logits, key, evaluate), {}
 
 
+act_greedy = iac.act_greedy  # the same actor fields (A-CM3-17's greedy evaluation)
+
+
 def q_values(state: State, params, rows, actions, nxt: bool = False) -> jax.Array:
     """Q(s, a^{-n}, ·, g, n, o^n) `[B, N, A]` of the rows (their successor when `nxt`), with the
     other agents' actions from `actions[B, N]`."""

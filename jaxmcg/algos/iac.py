@@ -242,6 +242,12 @@ def act(state: State, obs, key, evaluate: bool = False):
     return sample_actions(state, logits, key, evaluate), {}
 
 
+def act_greedy(state: State, obs, key):
+    """The argmax of pi, for the greedy evaluation logged beside the sampled one (A-CM3-17)."""
+    logits = state.actor.apply({"params": state.actor_params}, obs)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32), {}
+
+
 def value(state: State, params, obs) -> jax.Array:
     return state.critic.apply({"params": params}, obs)
 
