@@ -42,7 +42,8 @@ def env_kind(env) -> str:
     for cls, kind in ((ParticleNav, "particle"), (Checkers, "checkers"), (LaneMerge, "lane_merge")):
         if isinstance(env, cls):
             return kind
-    raise ValueError(f"environment {getattr(env, 'name', type(env).__name__)!r} has no CM3 network for its observations; "
+    name = getattr(env, "name", type(env).__name__)
+    raise ValueError(f"environment {name!r} has no CM3 network for its observations; "
                      "valid: particle_* (particle_nav), checkers*, lane_merge*")
 
 
