@@ -401,6 +401,40 @@ PRESETS["ppo-gtb-free_market"] = dict(
     algo_params={"c_entropy": 0.187, "lr": 7.85e-4, "lr_critic": 1.74e-4, "clip": 0.2197,
                  "c_v": 0.114, "eps_start": 0.0, "eps_end": 0.0, "grad_clip": None},
     train={"n_envs": 1, "iterations": 50_000, "log_every": 100, "eval_envs": 5})
+# Designers without curriculum (Table C.4, gtb.md §8.3, §8.5): one episode per iteration as [MG]
+# (n_envs=1, G20; MetaGrad is pipelined, so an iteration is one new episode), 200k episodes, 5
+# evaluation episodes every 100. Every network has §8.2's trunk; the designers' FC256 x 2 (§8.3);
+# gamma 0.99 and GAE lambda 0.98 for every method [T L2007].
+# MetaGrad: agents without gradient clipping (G7), alpha_theta 3.3e-4 (G16: the table's 3.30e-3
+# is outside its search range); tau = sigmoid of 7 bias-free outputs, ID critic on R^ID = 0.01
+# prod eq, no cost (§7.1), PPO epsilon 0.382 (inactive at one epoch per batch, as Cleanup's).
+_GTB_MG_AGENTS = {"c_entropy": 0.184, "lr": 3.3e-4, "lr_critic": 1.67e-5, "clip": 0.01,
+                  "c_v": 0.0126, "eps_start": 0.5, "eps_end": 0.05, "eps_div": 5000.0,
+                  "grad_clip": None}
+_GTB_MG = {"learner": "ppo_shared", "learner_params": tuple(_GTB_MG_AGENTS.items()),
+           "network": "auto", "hidden": (256, 256), "critic_hidden": (256, 256),
+           "advantage": "gae", "gae_lambda": 0.98, "lr": 1.82e-5, "lr_critic": 8.64e-4,
+           "critic_tau": 0.0158, "ppo_clip": 0.382, "cost": "none"}
+# dual-RL: agents with gradient clipping 10 (G7); the factored planner (7 heads x 22) with its
+# critic, c_entropy 0.203 x the heads' summed entropies (G15), eps 0.5 -> 0.05 over 5k, the cap
+# 0.1 -> 1 over 8k episodes enforced by mask and clip (G13, G21), reward ΔSW (G6), gradient
+# clipping 10 (global norm; [MG] per tensor).
+_GTB_DUAL_AGENTS = {"c_entropy": 0.282, "lr": 3.92e-4, "lr_critic": 3.74e-4, "clip": 0.0201,
+                    "c_v": 2.80e-3, "eps_start": 0.5, "eps_end": 0.05, "eps_div": 5000.0,
+                    "grad_clip": 10.0}
+_GTB_DUAL = {"action": "factored", "learner": "ppo_shared",
+             "learner_params": tuple(_GTB_DUAL_AGENTS.items()), "network": "auto",
+             "hidden": (256, 256), "critic_hidden": (256, 256), "advantage": "gae",
+             "gae_lambda": 0.98, "lr": 7.80e-4, "lr_critic": 2.30e-4, "critic_tau": 1.90e-3,
+             "entropy_coef": 0.203, "ppo_clip": 0.0216, "grad_clip": 10.0, "eps_start": 0.5,
+             "eps_end": 0.05, "eps_div": 5000.0, "cap_start": 0.1, "cap_episodes": 8000.0,
+             "cap_mode": "clip", "planner_reward": "delta_sw"}
+_GTB_DESIGNER_TRAIN = {"n_envs": 1, "iterations": 200_000, "log_every": 100, "eval_envs": 5}
+for _algo, _params in (("metagrad", _GTB_MG), ("dual_rl", _GTB_DUAL)):
+    PRESETS[f"{_algo}-gtb"] = dict(algo=_algo, env="gtb-15x15", env_params={"tax_model": "external"},
+                                   algo_params=_params, train=_GTB_DESIGNER_TRAIN)
+    FAMILY_DEFAULTS[(_algo, "gtb")] = _params
+    FAMILY_TRAIN[(_algo, "gtb")] = _GTB_DESIGNER_TRAIN
 # --- end GTB ---
 
 # --- CM3 and HSD (thesis ch. 3-4, cm3-hsd.md) ---

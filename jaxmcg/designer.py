@@ -10,7 +10,8 @@ incentivizes, shared by MetaGrad, dual-RL and AMD (spec/thesis.md §3.1-3.5).
   algorithms never reach into an environment's state.
 * `Agents`: any single-update jaxmcg algorithm (pg, ac, ...) as the designer's agents, optionally
   with one set of parameters shared by all of them, with an `update` whose result is
-  differentiable in the rewards of the batch.
+  differentiable in the rewards of the batch. Under a tax designer (`jaxmcg.tax_design.TaxDesign`,
+  GTB) the agents see only `obs["agents"]` and `action["agents"]`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from jaxmcg import registry
 from jaxmcg.environment import Wrapper
 from jaxmcg.policy import log_probs
 from jaxmcg.returns import discounted_returns, gae
+from jaxmcg.tax_design import TaxDesign, is_tax_env
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,9 +157,12 @@ class ObserveDesigner(Wrapper):
                 jnp.zeros(info["designer_features"].shape, jnp.float32))
 
 
-def wrap_designer(env, config=None) -> ObserveDesigner:
-    """`ObserveDesigner(env)`, or `env` if it is wrapped already (the algorithms' `wrap_env`)."""
-    return env if isinstance(env, ObserveDesigner) else ObserveDesigner(env)
+def wrap_designer(env, config=None):
+    """`ObserveDesigner(env)`, or `TaxDesign(env)` for a tax economy (GTB, gtb.md §7), or `env` if
+    it is wrapped already (the algorithms' `wrap_env`)."""
+    if isinstance(env, (ObserveDesigner, TaxDesign)):
+        return env
+    return TaxDesign(env) if is_tax_env(env) else ObserveDesigner(env)
 
 
 def paid_by_type(values: jax.Array, action_type: jax.Array) -> jax.Array:
@@ -240,11 +245,16 @@ class Agents:
     config: Any
     shared: bool
     num_agents: int
+    part: str | None = None  # the agents' entry of observations and actions (TaxDesign: "agents")
 
     def init(self, key, env, env_params):
+        if self.part is not None:
+            env = env.agents_env
         return self.module.init(key, _OneAgent(env) if self.shared else env, env_params, self.config)
 
     def act(self, lstate, obs, key, evaluate: bool = False):
+        if self.part is not None:
+            obs = obs[self.part]
         if not self.shared:
             return self.module.act(lstate, obs, key, evaluate=evaluate)
         actions, extras = self.module.act(lstate, jax.tree_util.tree_map(lambda x: _fold(x, 0), obs),
@@ -252,7 +262,12 @@ class Agents:
         unfold = lambda x: _unfold(x, 0, self.num_agents)  # noqa: E731
         return unfold(actions), jax.tree_util.tree_map(unfold, extras)
 
-    def _learner_batch(self, batch):
+    def learner_batch(self, batch):
+        """`batch` as the learner sees it: the agents' entry of observations and actions, and with
+        `shared` each agent's episode as one more episode of a single agent."""
+        if self.part is not None:
+            batch = batch.replace(obs=batch.obs[self.part], next_obs=batch.next_obs[self.part],
+                                  action=batch.action[self.part])
         if not self.shared:
             return batch
         n = self.num_agents
@@ -270,7 +285,7 @@ class Agents:
         `batch.reward`. `ac`-style updates stop gradients at the TD error (critic.td_error),
         including its reward term; their actor loss gets delta + r - sg(r), the same value with
         d delta / d r = 1, which is exactly the dependence the stop-gradient hides."""
-        batch = self._learner_batch(batch)
+        batch = self.learner_batch(batch)
         params = inspect.signature(self.module.update).parameters
         if "actor_loss_fn" in params:
             base = params["actor_loss_fn"].default
@@ -283,8 +298,17 @@ class Agents:
 
     def log_prob(self, lstate, obs, actions, mixed: bool = True) -> jax.Array:
         """log pi(a^i|o^i) of every agent, `[..., N]`, under the learner's policy (eps-mixed with
-        the learner's current floor if `mixed`, spec A3)."""
+        the learner's current floor if `mixed`, spec A3): the learner's own `policy_log_probs`
+        where it has one (ppo_shared's masked, floored policy, gtb.md §8.2)."""
         eps = self.module.epsilon(lstate) if mixed and hasattr(self.module, "epsilon") else 0.0
+        if self.part is not None:
+            obs, actions = obs[self.part], actions[self.part]
+        if hasattr(self.module, "policy_log_probs"):
+            if self.shared:
+                raise ValueError(f"{self.module.__name__} shares its policy already; "
+                                 "share_parameters=True is invalid with it")
+            return D.log_prob_of(self.module.policy_log_probs(lstate, lstate.params, obs, eps),
+                                 actions)
         if not self.shared:
             return D.log_prob_of(log_probs(lstate.policy, lstate.params, obs, eps), actions)
         lead = actions.ndim - 2
@@ -299,7 +323,8 @@ def make_agents(config, env, needed_by: str) -> Agents:
     lconf = learner_config(config.learner, config.learner_params, needed_by)
     if hasattr(lconf, "validate"):
         lconf.validate()
-    return Agents(module, lconf, bool(config.share_parameters), env.num_agents)
+    part = "agents" if isinstance(env, TaxDesign) else None
+    return Agents(module, lconf, bool(config.share_parameters), env.num_agents, part)
 
 
 # ---- the designer's networks and critic (shared by MetaGrad, dual-RL and AMD) ---------------

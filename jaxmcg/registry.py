@@ -46,15 +46,22 @@ def list_algos() -> list[str]:
 
 
 def resolve_env_id(env_id: str) -> str:
-    """Map an unversioned name to its latest version; raise ValueError listing valid ids."""
+    """Map an unversioned name to its latest version, and a family name with a single member
+    (`gtb` for `gtb-15x15`) to that member's; raise ValueError listing valid ids."""
     _ensure_builtin()
     if env_id in _ENVS:
         return env_id
+    names = {m["name"]: k for k in _ENVS if (m := _VERSIONED.match(k))}
+    if env_id not in names:
+        family = sorted({n for n in names if n.startswith(env_id + "-")})
+        if len(family) > 1:
+            raise ValueError(f"environment {env_id!r} is ambiguous; valid: {', '.join(family)}")
+        if not family:
+            raise ValueError(f"unknown environment {env_id!r}; valid: {', '.join(list_envs())}")
+        env_id = family[0]
     versions = [
         (int(m["version"]), k) for k in _ENVS if (m := _VERSIONED.match(k)) and m["name"] == env_id
     ]
-    if not versions:
-        raise ValueError(f"unknown environment {env_id!r}; valid: {', '.join(list_envs())}")
     return max(versions)[1]
 
 

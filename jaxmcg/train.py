@@ -60,8 +60,10 @@ def _mean_tree(tree):
 
 
 def action_frequency(batch, num_actions) -> jax.Array:
-    """Share of valid steps on which each agent took each action, `[N, A]` (discrete only)."""
-    actions = getattr(batch.action, "action", batch.action)
+    """Share of valid steps on which each agent took each action, `[N, A]` (discrete only; of the
+    agents' entry `action["agents"]` when a designer's action is a dict, GTB)."""
+    actions = batch.action["agents"] if isinstance(batch.action, dict) else getattr(
+        batch.action, "action", batch.action)
     if num_actions is None or not jnp.issubdtype(actions.dtype, jnp.integer):
         return jnp.zeros(())
     onehot = jax.nn.one_hot(actions, num_actions) * batch.valid[..., None, None]

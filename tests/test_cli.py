@@ -45,6 +45,7 @@ def no_compile():
     (["--algo", "lio", "--env", "cleanup-10x10", "--env-param", "threshold_restoration=0.5"],
      "need 0 <= threshold_restoration < threshold_depletion"),
     (["--algo", "lio", "--env", "nope"], "valid: "),
+    (["--algo", "lio", "--env", "cleanup"], "'cleanup' is ambiguous; valid: cleanup-10x10, cleanup-7x7"),
     (["--algo", "lio", "--env", "escape_room", "--env-param", "min_lever_pullers=2"], "ER(2, 2)"),
     (["--algo", "lio", "--env", "escape_room", "--n_envs", "0"], "n_envs=0"),
     (["--algo", "lio", "--env", "escape_room", "--algo-param", "nope=1"], "unknown --algo-param 'nope'"),
@@ -190,3 +191,12 @@ def test_every_preset_resolves_to_a_valid_configuration():
     for name in PRESETS:
         resolved = run.resolve(run.build_parser().parse_args(["--preset", name]))
         assert resolved["train"]["iterations"] % resolved["train"]["log_every"] == 0, name
+
+
+def test_unversioned_and_family_names_resolve():
+    """`--env gtb` (the issue's spelling) is the only member of its family, `gtb-15x15`."""
+    from jaxmcg.registry import resolve_env_id
+
+    assert resolve_env_id("gtb") == "gtb-15x15-v0"
+    assert resolve_env_id("escape_room") == "escape_room-v0"
+    assert resolve_env_id("cleanup-7x7") == resolve_env_id("cleanup-7x7-v0") == "cleanup-7x7-v0"

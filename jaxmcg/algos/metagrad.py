@@ -18,6 +18,14 @@ A_t is the Monte-Carlo return of R^ID on tau-hat ("return", the ER code) or GAE 
 Pipelining (Algorithm 3, line 8): one rollout per iteration. `update(state, batch)` first takes the
 ID step with (theta, tau) stored in `state` and tau-hat = `batch`, then the agents' step on `batch`
 with the new eta, and stores (theta, batch) for the next call.
+
+Tax design on Gather-Trade-Build (gtb.md §7.1, §8.3; `mechanism == "tax"`, chosen by the
+environment through `jaxmcg.tax_design.TaxDesign`): the mechanism is the 7 marginal rates
+tau = sigmoid(f_eta(planner view of the current state)), read by the environment at each period's
+first step; there is no incentive and no cost psi. `incentivized` recomputes the rewards of tau with
+the rates eta gives at each period's first step (`envs.gtb.reward_from_rates`, §11.6, G3), and
+theta-hat is the agents' PPO step (ppo_shared) from their stored Adam moments, with [MG]'s sg(g)^2
+in the second moment (`replica_second_moment`). R^ID_t = 0.01 prod_t eq_t (§5.3).
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxmcg import tax_design
 from jaxmcg.designer import (
     check_designer_env,
     designer_advantages,
@@ -44,6 +53,7 @@ from jaxmcg.rollout import episode_rollout
 
 ADVANTAGES = ("return", "gae")
 COSTS = ("paid", "nodes", "none")
+SECOND_MOMENTS = ("stop_gradient", "differentiate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +85,9 @@ class Config:
     lr_cost: float = 6.03e-5  # alpha_cost, separate Adam, Tables C.1-C.2
     gamma: float = 0.99  # §3.6
     outer_logprob_mixed: bool = True  # score tau-hat with the eps-mixed policy it was sampled from (A3)
+    # GTB (Adam agents, ppo_shared): Adam's v in theta-hat takes sg(g)^2 as [MG]'s replica (gtb.md
+    # §8.3), or "differentiate" through g^2 as optax.adam would (the exact derivative)
+    replica_second_moment: str = "stop_gradient"
 
     def __post_init__(self):  # JSON round trips turn the pairs into lists; keep them hashable
         object.__setattr__(self, "learner_params", tuple(
@@ -83,7 +96,9 @@ class Config:
     def validate(self) -> None:
         for name, value, valid in (("network", self.network, ("auto",) + NETWORKS),
                                    ("advantage", self.advantage, ADVANTAGES),
-                                   ("cost", self.cost, COSTS)):
+                                   ("cost", self.cost, COSTS),
+                                   ("replica_second_moment", self.replica_second_moment,
+                                    SECOND_MOMENTS)):
             if value not in valid:
                 raise ValueError(f"{name}={value!r} is invalid; valid: {', '.join(map(repr, valid))}")
         if not self.r_max > 0:
@@ -114,13 +129,26 @@ class State:
     agents: object = struct.field(pytree_node=False)
     incentive: object = struct.field(pytree_node=False)
     critic: object = struct.field(pytree_node=False, default=None)
+    env_params: object = None  # tax design: the economy's parameters (its reward path, §11.6)
+    mechanism: str = struct.field(pytree_node=False, default="incentive")  # or "tax" (GTB)
+    env: object = struct.field(pytree_node=False, default=None)  # tax design: the TaxDesign
 
 
 wrap_env = wrap_designer
 
 
 def check_env(env, env_params, config: Config) -> None:
-    """A designer observation for `env`, a non-empty incentive range and a valid learner."""
+    """A designer observation for `env`, a non-empty incentive range and a valid learner; on a tax
+    economy (GTB) the planner view, ppo_shared agents and no incentive cost."""
+    if tax_design.is_tax_env(env):
+        config.validate()
+        tax_design.check_tax_env(env, config, "metagrad")
+        if config.cost != "none":
+            raise ValueError(f"cost={config.cost!r} is invalid for tax rates: MetaGrad's tax "
+                             "designer pays no incentives and has no cost psi (gtb.md §7.1); "
+                             "valid: 'none'")
+        make_agents(config, wrap_env(env, config), "metagrad")
+        return
     check_designer_env(env, config)
     make_agents(config, env, "metagrad")
 
@@ -128,12 +156,20 @@ def check_env(env, env_params, config: Config) -> None:
 def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: int | None = None):
     """`n_envs` and `num_steps` size the trajectory carried between updates (pipelining)."""
     config.validate()
+    tax = tax_design.is_tax_env(env)
+    if tax:
+        check_env(env, env_params, config)
     env = wrap_env(env, config)
     agents = make_agents(config, env, "metagrad")
     k_agents, k_nets = jax.random.split(key)
-    incentive, eta, critic, critic_params = init_designer_nets(
-        k_nets, env, env_params, config, env.spec.num_types, False,  # no output bias (A23)
-        config.advantage == "gae")
+    if tax:  # 7 rates, no output bias (gtb.md §8.3)
+        incentive, eta, critic, critic_params = tax_design.init_planner_nets(
+            k_nets, env, env_params, config, tax_design.NUM_BRACKETS, False,
+            config.advantage == "gae")
+    else:
+        incentive, eta, critic, critic_params = init_designer_nets(
+            k_nets, env, env_params, config, env.spec.num_types, False,  # no output bias (A23)
+            config.advantage == "gae")
     lstate = agents.init(k_agents, env, env_params)
     critic_opt_state = None if critic is None else optax.adam(config.lr_critic).init(critic_params)
     state = State(
@@ -143,6 +179,8 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
         target_params=critic_params, critic_opt_state=critic_opt_state,
         iteration=jnp.zeros((), jnp.int32), config=config, agents=agents, incentive=incentive,
         critic=critic)
+    if tax:
+        state = state.replace(env_params=env_params, mechanism="tax", env=env)
     return state.replace(prev_batch=empty_batch(env, env_params, state, n_envs, num_steps))
 
 
@@ -156,8 +194,13 @@ def empty_batch(env, env_params, state, n_envs: int, num_steps: int | None):
 
 
 def act(state: State, obs, key, evaluate: bool = False):
-    """The agents' actions; the incentives follow from the step's `info` (see `incentives`)."""
-    return state.agents.act(state.learner_state, obs, key, evaluate=evaluate)
+    """The agents' actions; the incentives follow from the step's `info` (see `incentives`). Tax
+    design: `{"agents": actions, "tax_rates": tau}` with tau of the current planner view, which the
+    environment reads at a period's first step (§7.1; evaluation is the same, §7.1)."""
+    actions, extras = state.agents.act(state.learner_state, obs, key, evaluate=evaluate)
+    if state.mechanism != "tax":
+        return actions, extras
+    return {"agents": actions, "tax_rates": tax_rates(state, state.eta, obs["designer"])}, extras
 
 
 # ---- the incentive function ------------------------------------------------------------------
@@ -176,15 +219,34 @@ def incentives(state: State, eta, batch) -> jax.Array:
     return paid_by_type(incentive_nodes(state, eta, batch), batch.info["designer_action_type"])
 
 
+def tax_rates(state: State, eta, view) -> jax.Array:
+    """tau = sigmoid(f_eta(planner view)), `[..., 7]` (gtb.md §7.1, §8.3)."""
+    return jax.nn.sigmoid(state.incentive.apply({"params": eta}, view))
+
+
 def incentivized(state: State, eta, batch):
-    """`batch` with rewards r^i + u[k^i] (what the agents learn from, Eq 6.1)."""
+    """`batch` with rewards r^i + u[k^i] (what the agents learn from, Eq 6.1). Tax design: the
+    rewards under the rates eta sets at each period's first step, broadcast over the period
+    (§11.6); equal to the env rewards where those are the rates the rollout applied."""
+    if state.mechanism == "tax":
+        tax = batch.info["tax"]
+        rates = tax_design.period_rates(tax_rates(state, eta, batch.obs["designer"]),
+                                        batch.obs["period_start"], tax["rates_env"])
+        return batch.replace(reward=tax_design.taxed_rewards(state.env, state.env_params, batch,
+                                                             rates))
     return batch.replace(reward=batch.reward + incentives(state, eta, batch))
 
 
 def theta_hat(state: State, eta):
     """The agents' state after their step on the stored tau with incentives of `eta` (Eq 6.3),
-    the in-graph replica of the step `update` applied."""
-    return state.agents.update(state.prev_learner_state, incentivized(state, eta, state.prev_batch))[0]
+    the in-graph replica of the step `update` applied (tax design: the PPO step with [MG]'s Adam
+    replica, §8.3)."""
+    batch = incentivized(state, eta, state.prev_batch)
+    if state.mechanism == "tax":
+        return tax_design.ppo_replica(
+            state.agents.module, state.prev_learner_state, state.agents.learner_batch(batch),
+            state.config.replica_second_moment == "stop_gradient")
+    return state.agents.update(state.prev_learner_state, batch)[0]
 
 
 # ---- the designer's objective ----------------------------------------------------------------
@@ -256,7 +318,8 @@ def designer_step(state: State, batch_hat) -> tuple[State, dict]:
     (eta, eta_opt_state), losses = jax.lax.scan(epoch, (state.eta, state.eta_opt_state), None,
                                                 c.outer_epochs)
     cost_opt_state = state.cost_opt_state
-    cost = incentive_cost(state.eta, state, state.prev_batch)
+    cost = (jnp.zeros(()) if state.mechanism == "tax"  # taxes have no psi (§7.1)
+            else incentive_cost(state.eta, state, state.prev_batch))
     if c.cost != "none":  # the cost's own Adam, on the eta of this iteration (A13, as LIO's A2)
         grads = jax.grad(incentive_cost)(state.eta, state, state.prev_batch)
         upd, cost_opt_state = optax.adam(c.lr_cost).update(grads, state.cost_opt_state)
@@ -270,10 +333,16 @@ def designer_step(state: State, batch_hat) -> tuple[State, dict]:
 
 
 def agents_step(state: State, batch) -> tuple[State, dict]:
-    """The agents' update on `batch` with the current incentives; remembers (theta, batch)."""
-    lstate, lmetrics = state.agents.update(state.learner_state, incentivized(state, state.eta, batch))
-    u = incentives(state, state.eta, batch) * batch.valid[..., None]
-    metrics = {"metagrad/paid_per_episode": jnp.mean(jnp.sum(u, axis=0), axis=0), **lmetrics}
+    """The agents' update on `batch` with the current incentives (tax design: the env rewards under
+    the rates the rollout applied); remembers (theta, batch)."""
+    if state.mechanism == "tax":
+        lstate, lmetrics = state.agents.update(state.learner_state, batch)
+        metrics = {"metagrad/rates": tax_design.mean_rates(batch), **lmetrics}
+    else:
+        lstate, lmetrics = state.agents.update(state.learner_state,
+                                               incentivized(state, state.eta, batch))
+        u = incentives(state, state.eta, batch) * batch.valid[..., None]
+        metrics = {"metagrad/paid_per_episode": jnp.mean(jnp.sum(u, axis=0), axis=0), **lmetrics}
     return state.replace(learner_state=lstate, prev_learner_state=state.learner_state,
                          prev_batch=batch, has_prev=jnp.ones((), bool)), metrics
 
@@ -287,8 +356,14 @@ def update(state: State, batch):
 
 def eval_metrics(state: State, batch) -> dict:
     """Evaluation: R^ID minus the incentives paid (as the thesis reports), per-agent incentives
-    received per episode, and per step of each action type (`[N, K]`)."""
+    received per episode, and per step of each action type (`[N, K]`). Tax design: the sum of
+    R^ID = 0.01 prod eq (no incentives to subtract), the GTB statistics of G5 (`gtb/*`: final prod,
+    eq and SW, Σ prod eq) and the rates and taxes of §9.3 (`tax/*`)."""
     valid = batch.valid
+    if state.mechanism == "tax":
+        rid = jnp.sum(batch.info["designer_reward"] * valid, axis=0)
+        gtb = state.agents.module.eval_metrics(state.learner_state, batch)
+        return {"designer_return": jnp.mean(rid), **tax_design.tax_metrics(batch, gtb)}
     u = incentives(state, state.eta, batch) * valid[..., None]
     rid = jnp.sum(batch.info["designer_reward"] * valid, axis=0)  # [E]
     k = state.incentive.out if hasattr(state.incentive, "out") else u.shape[-1]
