@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from env_checks import assert_rejected_before_compiling
 from gradcheck import assert_grad_matches_fd, f64
+from tax_design_checks import preset_chunk_metrics
 
 import jaxmcg
 from jaxmcg import tax_design
@@ -213,17 +214,6 @@ def test_bad_input_rejected_before_compiling():
 def test_preset_chunk_keeps_state_avals():
     """The preset `metagrad-gtb` builds (thesis networks, §8.3) and a chunk returns the runner state
     with the shapes and dtypes it was given (one compile per run), without compiling anything."""
-    from experiments.presets import get_preset
-    from jaxmcg.train import TrainConfig, make_train
-
-    preset = get_preset("metagrad-gtb")
-    env, params = jaxmcg.make(preset["env"], **preset["env_params"])
-    train = make_train(metagrad, env, params, metagrad.Config(**preset["algo_params"]),
-                       TrainConfig(n_envs=1, iterations=2, log_every=1, eval_envs=1))
-    runner = jax.eval_shape(train.init, jax.random.PRNGKey(0))
-    out, metrics = jax.eval_shape(train.chunk, runner)
-    assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(runner)
-    for a, b in zip(jax.tree_util.tree_leaves(runner), jax.tree_util.tree_leaves(out)):
-        assert (a.shape, a.dtype, a.weak_type) == (b.shape, b.dtype, b.weak_type)
+    metrics = preset_chunk_metrics(metagrad, "metagrad-gtb")
     assert metrics["tax/rates"].shape == (7,) and metrics["tax/paid_by_skill"].shape == (4,)
     assert metrics["action_frequency"].shape == (4, 50)

@@ -3,15 +3,12 @@ import json
 
 import numpy as np
 import pytest
+from tax_design_checks import TINY_CLI as TINY
 
 from experiments import run
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--iterations", "2", "--log-every", "1", "--eval-envs", "1", "--quiet",
-        "--algo-param", "hidden=16", "--algo-param", "critic_hidden=16",
-        "--algo-param", "network=mlp", "--algo-param", "learner.conv=false",
-        "--algo-param", "learner.hidden=16"]
 
 
 def test_cli_preset_runs(tmp_path):
