@@ -140,8 +140,9 @@ def test_checkers_credit_uses_the_acting_agents_view():
     c = jax.jit(lambda *args: cm3.credit_inputs("checkers", lay, *args, 5))(
         s, g, obs, jnp.zeros(54), jnp.array([3, 4]))
     self_v = np.asarray(obs)[:, 75:79]  # o_self,V
+    assert c["view_T"].shape == (2, 1, 5, 5, 3)  # one view per acting agent m, for every owner n
     for m, k in itertools.product(range(2), range(2)):
-        np.testing.assert_array_equal(c["view_T"][m, k].reshape(-1), obs[m, :75])  # agent m's
+        np.testing.assert_array_equal(c["view_T"][m, 0].reshape(-1), obs[m, :75])  # agent m's
         np.testing.assert_array_equal(c["vec"][m, k], np.r_[s[k], g[k], np.eye(5)[[3, 4][m]],
                                                             self_v[m]])
 

@@ -222,8 +222,8 @@ class Critic(nn.Module):
         hidden, branch, merge, out_bias = CRITIC_SIZES[self.kind]
         feats = [x["vec"]]
         if self.kind == "checkers":
-            feats = [conv_flat(x["state_T"], 4, (3, 5), "conv_state"),
-                     conv_flat(x["view_T"], 6, (3, 3), "conv_view"), x["vec"]]
+            feats = [_conv_features(x["state_T"], 4, (3, 5), "conv_state", x["vec"]),
+                     _conv_features(x["view_T"], 6, (3, 3), "conv_view", x["vec"]), x["vec"]]
         inputs = {"self": nn.relu(dense(hidden, "branch_self")(jnp.concatenate(feats, -1)))}
         if self.stage > 1:
             inputs["others"] = nn.relu(dense(branch, "branch_others")(x["branch"]))
@@ -242,10 +242,19 @@ class Value(nn.Module):
     def __call__(self, x):
         feats, (h1, h2) = [x["vec"]], (64, 64)
         if self.kind == "checkers":
-            feats, (h1, h2) = [conv_flat(x["state_T"], 4, (3, 5), "conv_state"), x["vec"]], (128, 32)
+            feats = [_conv_features(x["state_T"], 4, (3, 5), "conv_state", x["vec"]), x["vec"]]
+            h1, h2 = 128, 32
         h = nn.relu(dense(h1, "h1")(jnp.concatenate(feats, -1)))
         h = nn.relu(dense(h2, "h2")(h))
         return dense(1, "out", use_bias=False)(h)[..., 0]
+
+
+def _conv_features(image, features, kernel, name, vec):
+    """`conv_flat` of `image[..., H, W, C]` broadcast to the leading axes of `vec[..., D]`. The
+    images come with size-1 axes where they repeat (s_T is the same for every (m, n), o_self,T the
+    same for every goal owner n), so each distinct image is convolved once rather than per row."""
+    f = conv_flat(image, features, kernel, name)
+    return jnp.broadcast_to(f, vec.shape[:-1] + f.shape[-1:])
 
 
 # ---- critic inputs, per transition (vmap over a batch) -----------------------------------------
@@ -269,9 +278,9 @@ def global_inputs(kind, lay, s, g, obs, s_env, a, num_actions, other_goals=False
     vec = [s, g, a1]
     branch = [_rows(s, others), _rows(a1, others)] + ([_rows(g, others)] if other_goals else [])
     x = {}
-    if kind == "checkers":
+    if kind == "checkers":  # images with size-1 axes where they repeat (see `_conv_features`)
         vec.append(piece(obs, lay, "self_V"))
-        x["state_T"] = jnp.broadcast_to(s_env.reshape(3, 9, 2), (n, 3, 9, 2))
+        x["state_T"] = s_env.reshape(1, 3, 9, 2)
         x["view_T"] = piece(obs, lay, "self_T").reshape(n, 5, 5, 3)
     x["vec"] = jnp.concatenate(vec, -1)
     x["branch"] = jnp.concatenate(branch, -1)
@@ -290,10 +299,10 @@ def credit_inputs(kind, lay, s, g, obs, s_env, a, num_actions, other_goals=False
     vec = [of_n(s), of_n(g), of_m(a1)]
     branch = [of_m(s), of_n(_rows(s, others))] + ([of_n(_rows(g, others))] if other_goals else [])
     x = {}
-    if kind == "checkers":
+    if kind == "checkers":  # s_T once, o_self,T once per acting agent m (see `_conv_features`)
         vec.append(of_m(piece(obs, lay, "self_V")))
-        x["state_T"] = jnp.broadcast_to(s_env.reshape(3, 9, 2), (n, n, 3, 9, 2))
-        x["view_T"] = of_m(piece(obs, lay, "self_T").reshape(n, 5, 5, 3))
+        x["state_T"] = s_env.reshape(1, 1, 3, 9, 2)
+        x["view_T"] = piece(obs, lay, "self_T").reshape(n, 1, 5, 5, 3)
     x["vec"] = jnp.concatenate(vec, -1)
     x["branch"] = jnp.concatenate(branch, -1)
     return x
@@ -304,7 +313,7 @@ def value_inputs(kind, lay, s, g, obs, s_env, a=None, num_actions=None, other_go
     n = s.shape[0]
     x = {"vec": jnp.concatenate([s, g, _rows(s, _others(n))], -1)}
     if kind == "checkers":
-        x["state_T"] = jnp.broadcast_to(s_env.reshape(3, 9, 2), (n, 3, 9, 2))
+        x["state_T"] = s_env.reshape(1, 3, 9, 2)
     return x
 
 
