@@ -25,6 +25,13 @@ def time_sum_env_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
     return jnp.mean(jnp.sum(x * valid, axis=0), axis=0)
 
 
+def clipped_surrogate(ratio: jax.Array, advantages: jax.Array, clip) -> jax.Array:
+    """PPO's min(rho A, clip(rho, 1 - clip, 1 + clip) A), elementwise; rho A when `clip` is None."""
+    if clip is None:
+        return ratio * advantages
+    return jnp.minimum(ratio * advantages, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * advantages)
+
+
 def reinforce_loss(
     log_prob_taken: jax.Array,
     returns: jax.Array,

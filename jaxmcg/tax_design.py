@@ -261,13 +261,10 @@ def ppo_policy_grads(module, lstate, batch):
     """The gradient of the policy step of `module.update` (ppo_shared: floored masked policy, GAE of
     its critic, clipped surrogate and entropy, then the optional global-norm clipping), a
     differentiable function of `batch.reward`."""
-    c = lstate.config
-    eps = module.epsilon(lstate)
-    old = jax.lax.stop_gradient(module.policy_log_probs(lstate, lstate.params, batch.obs, eps))
-    adv = module.advantages(lstate, batch)
-    grads, _ = jax.grad(module.actor_loss, has_aux=True)(lstate.params, lstate, batch, old, adv, eps)
-    if c.grad_clip is not None:
-        grads, _ = optax.clip_by_global_norm(c.grad_clip).update(grads, optax.EmptyState())
+    grads, _, _ = module.policy_gradient(lstate, batch)
+    clip = lstate.config.grad_clip
+    if clip is not None:
+        grads, _ = optax.clip_by_global_norm(clip).update(grads, optax.EmptyState())
     return grads
 
 

@@ -44,7 +44,7 @@ from flax import struct
 
 from jaxmcg import distributions as D
 from jaxmcg import tax_design
-from jaxmcg.algos.ppo_shared import floored_log_probs
+from jaxmcg.algos.ppo_shared import clipped_adam, floored_log_probs
 from jaxmcg.designer import (
     check_designer_env,
     designer_advantages,
@@ -55,7 +55,7 @@ from jaxmcg.designer import (
     received_by_type,
     wrap_designer,
 )
-from jaxmcg.losses import masked_mean, time_sum_env_mean
+from jaxmcg.losses import clipped_surrogate, masked_mean, time_sum_env_mean
 from jaxmcg.networks import NETWORKS
 
 ACTIONS = ("discrete", "continuous", "factored")
@@ -164,12 +164,6 @@ def check_env(env, env_params, config: Config) -> None:
     make_agents(config, env, "dual_rl")
 
 
-def _optimizer(config: Config):
-    adam = optax.adam(config.lr)
-    return adam if config.grad_clip is None else optax.chain(
-        optax.clip_by_global_norm(config.grad_clip), adam)
-
-
 def num_outputs(config: Config, num_types: int) -> int:
     """|S_r|^K logits for (d), K means for (c)."""
     return len(config.values) ** num_types if config.action == "discrete" else num_types
@@ -202,7 +196,7 @@ def init(key, env, env_params, config: Config) -> State:
             config.advantage == "gae")
     return State(
         learner_state=agents.init(k_agents, env, env_params), eta=eta,
-        opt_state=_optimizer(config).init(eta), critic_params=critic_params,
+        opt_state=clipped_adam(config.lr, config.grad_clip).init(eta), critic_params=critic_params,
         target_params=critic_params,
         critic_opt_state=None if critic is None else optax.adam(config.lr_critic).init(critic_params),
         iteration=jnp.zeros((), jnp.int32), config=config, agents=agents, policy=policy,
@@ -286,9 +280,7 @@ def planner_loss(eta, state: State, batch, advantages, old_log_prob=None) -> jax
     c = state.config
     logp, lp = planner_log_prob(state, eta, batch)
     old = jax.lax.stop_gradient(logp) if old_log_prob is None else old_log_prob
-    ratio = jnp.exp(logp - old)
-    clipped = ratio if c.ppo_clip is None else jnp.clip(ratio, 1.0 - c.ppo_clip, 1.0 + c.ppo_clip)
-    surrogate = jnp.minimum(ratio * advantages, clipped * advantages)
+    surrogate = clipped_surrogate(jnp.exp(logp - old), advantages, c.ppo_clip)
     ent = jnp.sum(D.entropy(lp), axis=-1) if c.factored_entropy else jnp.zeros_like(logp)
     return -masked_mean(surrogate, batch.valid) - c.entropy_coef * masked_mean(ent, batch.valid)
 
@@ -303,7 +295,7 @@ def _tax_update(state: State, batch):
     if c.advantage == "gae":
         state, metrics["dual_rl/critic_loss"] = designer_critic_step(state, batch, rewards)
     loss, grads = jax.value_and_grad(planner_loss)(state.eta, state, batch, adv)
-    upd, opt_state = _optimizer(c).update(grads, state.opt_state, state.eta)
+    upd, opt_state = clipped_adam(c.lr, c.grad_clip).update(grads, state.opt_state, state.eta)
     lstate, lmetrics = state.agents.update(state.learner_state,
                                            batch.replace(extras=batch.extras["learner"]))
     metrics.update({"dual_rl/loss": loss, "dual_rl/cap": rate_cap(state),
@@ -344,7 +336,7 @@ def update(state: State, batch):
     else:
         adv = designer_advantages(state, batch, rewards)
     loss, grads = jax.value_and_grad(designer_loss)(state.eta, state, batch, adv)
-    upd, opt_state = _optimizer(c).update(grads, state.opt_state, state.eta)
+    upd, opt_state = clipped_adam(c.lr, c.grad_clip).update(grads, state.opt_state, state.eta)
     agents_batch = batch.replace(reward=batch.reward + paid, extras=batch.extras["learner"])
     lstate, lmetrics = state.agents.update(state.learner_state, agents_batch)
     state = state.replace(eta=optax.apply_updates(state.eta, upd), opt_state=opt_state,

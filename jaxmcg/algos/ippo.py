@@ -30,7 +30,7 @@ from flax import struct
 
 from jaxmcg import critic as C
 from jaxmcg import distributions as D
-from jaxmcg.losses import masked_mean
+from jaxmcg.losses import clipped_surrogate, masked_mean
 from jaxmcg.networks import MLP, TorchMLP, init_per_agent
 from jaxmcg.policy import log_probs, num_actions, obs_example
 from jaxmcg.returns import gae
@@ -145,8 +145,7 @@ def loss_terms(params, critic_params, state: State, batch, old_log_probs, advant
     c = state.config
     lp = log_probs(state.policy, params, batch.obs, 0.0)
     ratio = jnp.exp(D.log_prob_of(lp, batch.action) - D.log_prob_of(old_log_probs, batch.action))
-    surrogate = jnp.minimum(ratio * advantages,
-                            jnp.clip(ratio, 1.0 - c.clip, 1.0 + c.clip) * advantages)
+    surrogate = clipped_surrogate(ratio, advantages, c.clip)
     v = C.values(state.critic, critic_params, batch.obs)
     return {
         "policy_loss": -masked_mean(surrogate, batch.valid, axis=(0, 1)),

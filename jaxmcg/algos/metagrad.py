@@ -47,7 +47,7 @@ from jaxmcg.designer import (
     received_by_type,
     wrap_designer,
 )
-from jaxmcg.losses import time_sum_env_mean
+from jaxmcg.losses import clipped_surrogate, time_sum_env_mean
 from jaxmcg.networks import NETWORKS
 from jaxmcg.rollout import episode_rollout
 
@@ -279,8 +279,7 @@ def outer_loss(eta, state: State, batch_hat, advantages, old_log_prob=None) -> j
         return -time_sum_env_mean(logp * advantages, batch_hat.valid)
     old = jax.lax.stop_gradient(logp) if old_log_prob is None else old_log_prob
     ratio = jnp.exp(logp - old)
-    clipped = jnp.clip(ratio, 1.0 - c.ppo_clip, 1.0 + c.ppo_clip)
-    return -time_sum_env_mean(jnp.minimum(ratio * advantages, clipped * advantages), batch_hat.valid)
+    return -time_sum_env_mean(clipped_surrogate(ratio, advantages, c.ppo_clip), batch_hat.valid)
 
 
 def incentive_cost(eta, state: State, batch) -> jax.Array:

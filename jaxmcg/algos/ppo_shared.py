@@ -34,7 +34,7 @@ from flax import struct
 
 from jaxmcg import distributions as D
 from jaxmcg.algos.ippo import categorical_kl
-from jaxmcg.losses import masked_mean
+from jaxmcg.losses import clipped_surrogate, masked_mean
 from jaxmcg.policy import num_actions
 from jaxmcg.returns import gae
 
@@ -135,7 +135,8 @@ def observation_splitter(env, conv: bool):
     return lambda obs: {"vector": obs}
 
 
-def _optimizer(lr, grad_clip):
+def clipped_adam(lr, grad_clip):
+    """optax.adam(lr), after global-norm gradient clipping at `grad_clip` unless it is None (G7)."""
     adam = optax.adam(lr)
     return adam if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), adam)
 
@@ -155,7 +156,7 @@ def init(key, env, env_params, config: Config) -> State:
     critic_params = critic.init(k_critic, example)["params"]
     return State(
         params=params, critic_params=critic_params, target_params=critic_params,
-        opt_state=_optimizer(config.lr, config.grad_clip).init(params),
+        opt_state=clipped_adam(config.lr, config.grad_clip).init(params),
         critic_opt_state=optax.adam(config.lr_critic).init(critic_params),
         iteration=jnp.zeros((), jnp.int32), config=config, policy=policy, critic=critic, split=split)
 
@@ -215,7 +216,7 @@ def actor_loss(params, state: State, batch, old_log_probs, adv, eps):
     c = state.config
     lp = policy_log_probs(state, params, batch.obs, eps)
     ratio = jnp.exp(D.log_prob_of(lp, batch.action) - D.log_prob_of(old_log_probs, batch.action))
-    surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - c.clip, 1.0 + c.clip) * adv)
+    surrogate = clipped_surrogate(ratio, adv, c.clip)
     ent = masked_mean(D.entropy(lp), batch.valid)
     pg = -masked_mean(surrogate, batch.valid)
     return pg - c.c_entropy * ent, {"policy_loss": pg, "entropy": ent,
@@ -229,15 +230,22 @@ def critic_loss(critic_params, state: State, batch):
     return masked_mean(jnp.square(v - jax.lax.stop_gradient(target)), batch.valid)
 
 
-def update(state: State, batch):
-    c = state.config
+def policy_gradient(state: State, batch):
+    """`(grads, terms, eps)`: the gradient of `actor_loss` at `state.params` on `batch` (before any
+    clipping), its terms and the floor eps. A differentiable function of `batch.reward`: a
+    meta-learner differentiating this update through the rewards (MetaGrad's theta-hat(eta), gtb.md
+    §8.3) needs the path reward -> advantage -> step, so the advantages are not stopped."""
     eps = epsilon(state)
     old_lp = jax.lax.stop_gradient(policy_log_probs(state, state.params, batch.obs, eps))
-    # no stop_gradient: a meta-learner differentiating this update through the rewards (MetaGrad's
-    # theta-hat(eta), gtb.md §8.3) needs the path reward -> advantage -> step
     adv = advantages(state, batch)
     grads, terms = jax.grad(actor_loss, has_aux=True)(state.params, state, batch, old_lp, adv, eps)
-    upd, opt_state = _optimizer(c.lr, c.grad_clip).update(grads, state.opt_state, state.params)
+    return grads, terms, eps
+
+
+def update(state: State, batch):
+    c = state.config
+    grads, terms, eps = policy_gradient(state, batch)
+    upd, opt_state = clipped_adam(c.lr, c.grad_clip).update(grads, state.opt_state, state.params)
     value_loss, critic_grads = jax.value_and_grad(critic_loss)(state.critic_params, state, batch)
     critic_upd, critic_opt_state = optax.adam(c.lr_critic).update(critic_grads, state.critic_opt_state)
     critic_params = optax.apply_updates(state.critic_params, critic_upd)
