@@ -156,8 +156,6 @@ def check_tax_env(env, config, needed_by: str) -> None:
         if not tuple(getattr(config, name)):
             raise ValueError(f"{name}=() is invalid on {env.name}: the planner network needs at "
                              "least one hidden layer (gtb.md §8.3: FC256 x 2)")
-    if config.network not in ("auto", "conv", "mlp"):
-        raise ValueError(f"network={config.network!r} is invalid; valid: 'auto', 'conv', 'mlp'")
 
 
 # ---- the planner network (gtb.md §8.3) --------------------------------------------------------
