@@ -77,6 +77,42 @@ def dense(units: int, name: str, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(units, use_bias=use_bias, kernel_init=dense_init, bias_init=zeros, name=name)
 
 
+def as_parts(x) -> tuple:
+    """A list or tuple of arrays as a tuple; a single array as a one-part tuple."""
+    return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+
+
+class PartsDense(nn.Module):
+    """`dense(units, name)` of the concatenation of `parts` along the last axis, computed part by
+    part: sum_k x_k W[rows of k] (+ b). The parts' leading axes broadcast against each other, so a
+    part that repeats along an axis (size 1 there) is multiplied once rather than per copy. Same
+    parameters ("kernel" [sum_k d_k, units], "bias") and initial draws as `dense` on the
+    concatenation; a single array is one part."""
+
+    units: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, parts) -> jax.Array:
+        parts = as_parts(parts)
+        sizes = [x.shape[-1] for x in parts]
+        kernel = self.param("kernel", dense_init, (sum(sizes), self.units))
+        z, start = 0.0, 0
+        for x, d in zip(parts, sizes):
+            z, start = z + x @ kernel[start:start + d], start + d
+        if self.use_bias:
+            z = z + self.param("bias", zeros, (self.units,))
+        return z
+
+
+def concat_parts(parts) -> jax.Array:
+    """The concatenation that `PartsDense` reads `parts` as: broadcast leading axes, joined along
+    the last."""
+    parts = as_parts(parts)
+    lead = jnp.broadcast_shapes(*(x.shape[:-1] for x in parts))
+    return jnp.concatenate([jnp.broadcast_to(x, lead + x.shape[-1:]) for x in parts], -1)
+
+
 def conv_flat(x: jax.Array, features: int, kernel: tuple[int, int], name: str) -> jax.Array:
     """conv(features, kernel), stride 1, SAME, ReLU, flattened (the code's `convnet_1`, §2.5);
     `x[..., H, W, C]`."""

@@ -120,11 +120,13 @@ def test_critic_inputs_by_hand():
     obs = jnp.zeros((4, env.obs_dim))
     a = jnp.array([0, 1, 2, 3])
     x = jax.jit(lambda *args: cm3.global_inputs("particle", lay, *args, 5))(s, g, obs, None, a)
+    x = {k: CN.concat_parts(v) for k, v in x.items()}
     np.testing.assert_array_equal(x["vec"][2], np.r_[s[2], g[2], np.eye(5)[2]])
     np.testing.assert_array_equal(x["branch"][2], np.r_[s[0], s[1], s[3], np.eye(5)[0],
                                                         np.eye(5)[1], np.eye(5)[3]])
     c = jax.jit(lambda *args: cm3.credit_inputs("particle", lay, *args, 5, other_goals=True))(
         s, g, obs, None, a)
+    c = {k: CN.concat_parts(v) for k, v in c.items()}  # [M, N, .]: what the critic reads
     m, k = 1, 3  # acting agent m, goal owner n = k
     np.testing.assert_array_equal(c["vec"][m, k], np.r_[s[k], g[k], np.eye(5)[a[m]]])
     np.testing.assert_array_equal(c["branch"][m, k], np.r_[s[m], s[0], s[1], s[2], g[0], g[1], g[2]])
@@ -139,11 +141,12 @@ def test_checkers_credit_uses_the_acting_agents_view():
     g = jnp.eye(2)
     c = jax.jit(lambda *args: cm3.credit_inputs("checkers", lay, *args, 5))(
         s, g, obs, jnp.zeros(54), jnp.array([3, 4]))
+    vec = CN.concat_parts(c["vec"])
     self_v = np.asarray(obs)[:, 75:79]  # o_self,V
     assert c["view_T"].shape == (2, 1, 5, 5, 3)  # one view per acting agent m, for every owner n
     for m, k in itertools.product(range(2), range(2)):
         np.testing.assert_array_equal(c["view_T"][m, 0].reshape(-1), obs[m, :75])  # agent m's
-        np.testing.assert_array_equal(c["vec"][m, k], np.r_[s[k], g[k], np.eye(5)[[3, 4][m]],
+        np.testing.assert_array_equal(vec[m, k], np.r_[s[k], g[k], np.eye(5)[[3, 4][m]],
                                                             self_v[m]])
 
 

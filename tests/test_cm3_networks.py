@@ -137,6 +137,22 @@ def test_merge_without_bias_and_env_kind():
         N.make_actor(ParticleNav("antipodal"), 3)
 
 
+def test_parts_dense_is_dense_on_the_concatenation():
+    """Same parameters and initial draws as `dense` on the broadcast concatenation, same outputs."""
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    parts = (jax.random.normal(k[0], (1, 4, 3)), jax.random.normal(k[1], (5, 1, 2)),
+             jax.random.normal(k[2], (5, 4, 6)))
+    joined = N.concat_parts(parts)
+    assert joined.shape == (5, 4, 11)
+    np.testing.assert_array_equal(joined[2, 3], np.r_[parts[0][0, 3], parts[1][2, 0], parts[2][2, 3]])
+    split, whole = N.PartsDense(7, name="layer"), N.dense(7, "layer")
+    p_split, p_whole = split.init(k[0], parts), whole.init(k[0], joined)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p_split, p_whole)
+    p = jax.tree_util.tree_map(lambda w: w + 0.1, p_whole)  # a nonzero bias too
+    np.testing.assert_allclose(split.apply(p, parts), whole.apply(p, joined), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(split.apply(p, joined), whole.apply(p, joined), rtol=1e-6)
+
+
 def test_floored_log_probs():
     logits = jnp.array([[0.0, 1.0, -50.0]])
     eps = 0.3

@@ -65,6 +65,8 @@ from flax import serialization, struct
 from jaxmcg import replay
 from jaxmcg.cm3_networks import (
     Merge,
+    PartsDense,
+    as_parts,
     augment,
     conv_flat,
     dense,
@@ -209,7 +211,9 @@ CRITIC_SIZES = {"particle": (64, 128, 64, False), "checkers": (256, 32, 256, Tru
 class Critic(nn.Module):
     """Q_g or Q_c (they differ only in their inputs, see `global_inputs`, `credit_inputs`): a dict
     `x` with `vec` (the Stage-1 vector), `branch` (Stage 2) and, for Checkers, the images `state_T`
-    [.., 3, 9, 2] and `view_T` [.., 5, 5, 3]; returns Q `[...]` over the leading axes.
+    [.., 3, 9, 2] and `view_T` [.., 5, 5, 3]; returns Q `[...]` over the leading axes. `vec` and
+    `branch` are arrays or tuples of parts whose leading axes broadcast (`PartsDense`), and the
+    images may have size-1 axes where they repeat: the first layer then costs M + N rows, not M*N.
 
     Stage-1 part: [vec (+ conv(4, 3x5) s_T, conv(6, 3x3) o_self,T)] -> dense; Stage 2 adds
     branch -> dense; h* = relu(W h_1 + W h_branch) without bias (§2.4); linear output."""
@@ -220,13 +224,15 @@ class Critic(nn.Module):
     @nn.compact
     def __call__(self, x):
         hidden, branch, merge, out_bias = CRITIC_SIZES[self.kind]
-        feats = [x["vec"]]
+        feats = as_parts(x["vec"])
         if self.kind == "checkers":
-            feats = [_conv_features(x["state_T"], 4, (3, 5), "conv_state", x["vec"]),
-                     _conv_features(x["view_T"], 6, (3, 3), "conv_view", x["vec"]), x["vec"]]
-        inputs = {"self": nn.relu(dense(hidden, "branch_self")(jnp.concatenate(feats, -1)))}
+            feats = (conv_flat(x["state_T"], 4, (3, 5), "conv_state"),
+                     conv_flat(x["view_T"], 6, (3, 3), "conv_view")) + feats
+        inputs = {"self": nn.relu(PartsDense(hidden, name="branch_self")(feats))}
         if self.stage > 1:
-            inputs["others"] = nn.relu(dense(branch, "branch_others")(x["branch"]))
+            inputs["others"] = nn.relu(PartsDense(branch, name="branch_others")(x["branch"]))
+        lead = jnp.broadcast_shapes(*(h.shape[:-1] for h in inputs.values()))
+        inputs = {k: jnp.broadcast_to(h, lead + h.shape[-1:]) for k, h in inputs.items()}
         h = Merge(merge, use_bias=False, name="merge")(inputs)
         return dense(1, "out", use_bias=out_bias)(h)[..., 0]
 
@@ -240,21 +246,13 @@ class Value(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        feats, (h1, h2) = [x["vec"]], (64, 64)
+        feats, (h1, h2) = as_parts(x["vec"]), (64, 64)
         if self.kind == "checkers":
-            feats = [_conv_features(x["state_T"], 4, (3, 5), "conv_state", x["vec"]), x["vec"]]
+            feats = (conv_flat(x["state_T"], 4, (3, 5), "conv_state"),) + feats
             h1, h2 = 128, 32
-        h = nn.relu(dense(h1, "h1")(jnp.concatenate(feats, -1)))
+        h = nn.relu(PartsDense(h1, name="h1")(feats))
         h = nn.relu(dense(h2, "h2")(h))
         return dense(1, "out", use_bias=False)(h)[..., 0]
-
-
-def _conv_features(image, features, kernel, name, vec):
-    """`conv_flat` of `image[..., H, W, C]` broadcast to the leading axes of `vec[..., D]`. The
-    images come with size-1 axes where they repeat (s_T is the same for every (m, n), o_self,T the
-    same for every goal owner n), so each distinct image is convolved once rather than per row."""
-    f = conv_flat(image, features, kernel, name)
-    return jnp.broadcast_to(f, vec.shape[:-1] + f.shape[-1:])
 
 
 # ---- critic inputs, per transition (vmap over a batch) -----------------------------------------
@@ -271,40 +269,39 @@ def _rows(x, idx):
 
 def global_inputs(kind, lay, s, g, obs, s_env, a, num_actions, other_goals=False):
     """Q_g inputs for every goal owner n, leading axis [N]: vec = [s^n, g^n, onehot a^n
-    (, o_self,V^n)], branch = [s^-n, onehot a^-n (, g^-n)] (§2.5)."""
+    (, o_self,V^n)], branch = [s^-n, onehot a^-n (, g^-n)] (§2.5), as tuples of parts (`Critic`)."""
     n = s.shape[0]
     others = _others(n)
     a1 = jax.nn.one_hot(a, num_actions, dtype=s.dtype)
     vec = [s, g, a1]
     branch = [_rows(s, others), _rows(a1, others)] + ([_rows(g, others)] if other_goals else [])
     x = {}
-    if kind == "checkers":  # images with size-1 axes where they repeat (see `_conv_features`)
+    if kind == "checkers":  # s_T once (size-1 axis), then broadcast by the first layer
         vec.append(piece(obs, lay, "self_V"))
         x["state_T"] = s_env.reshape(1, 3, 9, 2)
         x["view_T"] = piece(obs, lay, "self_T").reshape(n, 5, 5, 3)
-    x["vec"] = jnp.concatenate(vec, -1)
-    x["branch"] = jnp.concatenate(branch, -1)
+    x["vec"], x["branch"] = tuple(vec), tuple(branch)
     return x
 
 
 def credit_inputs(kind, lay, s, g, obs, s_env, a, num_actions, other_goals=False):
     """Q_c inputs for every (acting agent m, goal owner n), leading axes [M, N]: vec = [s^n, g^n,
     onehot a^m (, o_self,V^m)], branch = [s^m, s^-n (, g^-n)]; Checkers' local view o_self,T is
-    agent m's (A-CM3-20)."""
+    agent m's (A-CM3-20). Parts indexed by n have shape [1, N, .], by m [M, 1, .]: the critic's
+    first layer broadcasts them (`Critic`), so nothing is replicated M*N times before it."""
     n = s.shape[0]
     others = _others(n)
     a1 = jax.nn.one_hot(a, num_actions, dtype=s.dtype)
-    of_n = lambda x: jnp.broadcast_to(x[None], (n,) + x.shape)  # indexed by the goal owner n
-    of_m = lambda x: jnp.broadcast_to(x[:, None], (n,) + x.shape)  # indexed by the actor m
+    of_n = lambda x: x[None]  # indexed by the goal owner n
+    of_m = lambda x: x[:, None]  # indexed by the actor m
     vec = [of_n(s), of_n(g), of_m(a1)]
     branch = [of_m(s), of_n(_rows(s, others))] + ([of_n(_rows(g, others))] if other_goals else [])
     x = {}
-    if kind == "checkers":  # s_T once, o_self,T once per acting agent m (see `_conv_features`)
+    if kind == "checkers":  # s_T once, o_self,T once per acting agent m
         vec.append(of_m(piece(obs, lay, "self_V")))
         x["state_T"] = s_env.reshape(1, 1, 3, 9, 2)
         x["view_T"] = piece(obs, lay, "self_T").reshape(n, 1, 5, 5, 3)
-    x["vec"] = jnp.concatenate(vec, -1)
-    x["branch"] = jnp.concatenate(branch, -1)
+    x["vec"], x["branch"] = tuple(vec), tuple(branch)
     return x
 
 
