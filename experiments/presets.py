@@ -67,7 +67,7 @@ PRESETS: dict[str, dict] = {
     # its lever incentive to 0 (its saturated policy no longer feeds the meta-gradient), or the
     # givers' sigmoids saturate at R_max (lever incentives of exactly 2, 4, 6, 8) and every agent
     # sits at the lever, where neither the meta-gradient nor the cost moves them. ER(3,2)'s rates
-    # (2e-3 / 2e-2 / 2e-3) and 3e-4 / 3e-2 / 1e-3 both leave 1-2 of 5 seeds at 17 after 8000 its.
+    # (2e-3 / 2e-2 / 2e-3) and 3e-4 / 3e-2 / 1e-3 each leave 1 of 5 seeds at 17 after 8000 its.
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
                                             "eps_end": 0.3, "eps_div": 2000.0},
