@@ -303,10 +303,7 @@ class Agents:
         eps = self.module.epsilon(lstate) if mixed and hasattr(self.module, "epsilon") else 0.0
         if self.part is not None:
             obs, actions = obs[self.part], actions[self.part]
-        if hasattr(self.module, "policy_log_probs"):
-            if self.shared:
-                raise ValueError(f"{self.module.__name__} shares its policy already; "
-                                 "share_parameters=True is invalid with it")
+        if hasattr(self.module, "policy_log_probs"):  # never shared (make_agents)
             return D.log_prob_of(self.module.policy_log_probs(lstate, lstate.params, obs, eps),
                                  actions)
         if not self.shared:
@@ -323,6 +320,9 @@ def make_agents(config, env, needed_by: str) -> Agents:
     lconf = learner_config(config.learner, config.learner_params, needed_by)
     if hasattr(lconf, "validate"):
         lconf.validate()
+    if config.share_parameters and hasattr(module, "policy_log_probs"):
+        raise ValueError(f"share_parameters=True is invalid with learner={config.learner!r}, which "
+                         "shares one policy already; valid: False")
     part = "agents" if isinstance(env, TaxDesign) else None
     return Agents(module, lconf, bool(config.share_parameters), env.num_agents, part)
 

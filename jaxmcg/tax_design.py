@@ -141,17 +141,15 @@ class TaxDesign(Wrapper):
 
 def check_tax_env(env, config, needed_by: str) -> None:
     """ValueError before any compilation if `needed_by`'s designer cannot set `env`'s taxes with
-    `config`: the economy must show the planner view, the agents must be ppo_shared (gtb.md §8.2)
-    with its own parameter sharing, and the planner network needs a hidden layer (§8.3)."""
+    `config`: the economy must show the planner view, the agents must be ppo_shared (gtb.md §8.2;
+    `make_agents` rejects share_parameters with it), and the planner network needs a hidden layer
+    (§8.3)."""
     if not isinstance(env, TaxDesign):
         TaxDesign(env)  # raises for a blind or unknown economy
     if config.learner != "ppo_shared":
         raise ValueError(f"learner={config.learner!r} cannot be {needed_by}'s agents on "
                          f"{env.name}; valid: 'ppo_shared' (the masked shared PPO policy of gtb.md "
                          "§8.2)")
-    if config.share_parameters:
-        raise ValueError("share_parameters=True is invalid with learner='ppo_shared', which shares "
-                         "one policy already; valid: False")
     for name in ("hidden", "critic_hidden"):
         if not tuple(getattr(config, name)):
             raise ValueError(f"{name}=() is invalid on {env.name}: the planner network needs at "
@@ -321,15 +319,19 @@ def by_skill(x: jax.Array, payment: jax.Array) -> jax.Array:
     return jnp.mean(jnp.einsum("en,enr->er", x, onehot), axis=0)
 
 
-def tax_metrics(batch, gtb_metrics: dict) -> dict:
-    """`gtb_metrics` (the learner's GTB statistics: final prod, eq, SW, Σ prod eq, houses, trades)
-    with the mean rates in force per bracket over the valid steps (`tax/rates`, [7]), and per skill
-    rank, worst to best, the tax paid and the build + trade income per episode (`tax/paid_by_skill`,
-    `tax/income_by_skill`, [N])."""
+def tax_metrics(state, batch, designer_reward: jax.Array) -> dict:
+    """A tax designer's evaluation: `designer_return` (its reward `[T, E]` summed over the valid
+    steps, mean over episodes), the agents' GTB statistics (their learner's `eval_metrics`: final
+    prod, eq, SW, Σ prod eq, houses, trades), the mean rates in force per bracket over the valid
+    steps (`tax/rates`, [7]), and per skill rank, worst to best, the tax paid and the build + trade
+    income per episode (`tax/paid_by_skill`, `tax/income_by_skill`, [N]). `state` has `agents`
+    and `learner_state`."""
     info, w = batch.info, batch.valid[..., None]
     pay = info["build_payment"][0]
     income = jnp.sum((info["income_build"] + info["income_trade"]) * w, axis=0)
-    return {**gtb_metrics, "tax/rates": mean_rates(batch),
+    return {"designer_return": jnp.mean(jnp.sum(designer_reward * batch.valid, axis=0)),
+            **state.agents.module.eval_metrics(state.learner_state, batch),
+            "tax/rates": mean_rates(batch),
             "tax/paid_by_skill": by_skill(jnp.sum(info["tax_paid"] * w, axis=0), pay),
             "tax/income_by_skill": by_skill(income, pay)}
 

@@ -285,11 +285,17 @@ def planner_loss(eta, state: State, batch, advantages, old_log_prob=None) -> jax
     return -masked_mean(surrogate, batch.valid) - c.entropy_coef * masked_mean(ent, batch.valid)
 
 
+def planner_rewards(state: State, batch) -> jax.Array:
+    """The planner's reward per step `[T, E]`: ΔSW (G6) or 0.01 prod eq (`planner_reward`)."""
+    key = "planner_reward" if state.config.planner_reward == "delta_sw" else "designer_reward"
+    return batch.info[key]
+
+
 def _tax_update(state: State, batch):
     """The planner's PPO step (critic first, on the same batch) and the agents' step on their env
     rewards."""
     c = state.config
-    rewards = batch.info["planner_reward" if c.planner_reward == "delta_sw" else "designer_reward"]
+    rewards = planner_rewards(state, batch)
     adv = designer_advantages(state, batch, rewards)
     metrics = {}
     if c.advantage == "gae":
@@ -352,10 +358,7 @@ def eval_metrics(state: State, batch) -> dict:
     them the thesis objective Σ prod eq) and the rates and taxes of §9.3 (`tax/*`)."""
     valid = batch.valid
     if state.mechanism == "tax":
-        key = "planner_reward" if state.config.planner_reward == "delta_sw" else "designer_reward"
-        gtb = state.agents.module.eval_metrics(state.learner_state, batch)
-        return {"designer_return": jnp.mean(jnp.sum(batch.info[key] * valid, axis=0)),
-                **tax_design.tax_metrics(batch, gtb)}
+        return tax_design.tax_metrics(state, batch, planner_rewards(state, batch))
     paid = _paid(state, batch) * valid[..., None]
     return {
         "designer_return": jnp.mean(jnp.sum(designer_rewards(state, batch, paid) * valid, axis=0)),

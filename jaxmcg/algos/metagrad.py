@@ -360,9 +360,7 @@ def eval_metrics(state: State, batch) -> dict:
     eq and SW, Σ prod eq) and the rates and taxes of §9.3 (`tax/*`)."""
     valid = batch.valid
     if state.mechanism == "tax":
-        rid = jnp.sum(batch.info["designer_reward"] * valid, axis=0)
-        gtb = state.agents.module.eval_metrics(state.learner_state, batch)
-        return {"designer_return": jnp.mean(rid), **tax_design.tax_metrics(batch, gtb)}
+        return tax_design.tax_metrics(state, batch, batch.info["designer_reward"])
     u = incentives(state, state.eta, batch) * valid[..., None]
     rid = jnp.sum(batch.info["designer_reward"] * valid, axis=0)  # [E]
     k = state.incentive.out if hasattr(state.incentive, "out") else u.shape[-1]
