@@ -51,7 +51,7 @@ def resolve_env_id(env_id: str) -> str:
     _ensure_builtin()
     if env_id in _ENVS:
         return env_id
-    names = {m["name"]: k for k in _ENVS if (m := _VERSIONED.match(k))}
+    names = {m["name"] for k in _ENVS if (m := _VERSIONED.match(k))}
     if env_id not in names:
         family = sorted({n for n in names if n.startswith(env_id + "-")})
         if len(family) > 1:

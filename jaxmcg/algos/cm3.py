@@ -231,8 +231,6 @@ class Critic(nn.Module):
         inputs = {"self": nn.relu(PartsDense(hidden, name="branch_self")(feats))}
         if self.stage > 1:
             inputs["others"] = nn.relu(PartsDense(branch, name="branch_others")(x["branch"]))
-        lead = jnp.broadcast_shapes(*(h.shape[:-1] for h in inputs.values()))
-        inputs = {k: jnp.broadcast_to(h, lead + h.shape[-1:]) for k, h in inputs.items()}
         h = Merge(merge, use_bias=False, name="merge")(inputs)
         return dense(1, "out", use_bias=out_bias)(h)[..., 0]
 
