@@ -21,6 +21,11 @@ steps run after each batch of episodes rather than interleaved with its steps (s
 Per-env networks (`network="auto"`, §2.5): particle and STS2 an MLP on the whole flat observation
 (particle: [o_self, g, o_others], the authors' [o_others, o_self, g] up to the order of the first
 layer's inputs); Checkers the thesis' branch net (A-CM3-14); the lane merge the conv branch net.
+
+On the particle envs at Table A.3's settings Q_tot runs away (1e6 or more within 3k episodes) and the
+greedy policy ends near or below random. The authors' learner does the same: a TF1 transcription of
+alg_qmix.py and networks.py diverged alike on Intersection. Summing the utilities (VDN) keeps the
+same pipeline bounded, so the cause is this mixer under these settings (README, CM3 results).
 """
 from __future__ import annotations
 
