@@ -126,9 +126,13 @@ def resolve(args) -> dict:
     env, made_params = jaxmcg.make(env_id, **env_params)  # validates the values
 
     fields = {f.name: f.default for f in dataclasses.fields(algo.Config)}
-    algo_params = family_defaults(algo_name, env_id)
+    # A preset is a complete configuration: the family defaults (tuned for many parallel episodes)
+    # must not fill its gaps (they once gave the one-episode MetaGrad presets a batch baseline,
+    # which is zero with one episode and silenced the meta-gradient).
     if algo_name == preset.get("algo"):
-        algo_params.update(preset.get("algo_params", {}))
+        algo_params = dict(preset.get("algo_params", {}))
+    else:
+        algo_params = family_defaults(algo_name, env_id)
     pairs = _split_pairs(args.algo_param, "--algo-param")
     for k, v in pairs.items():
         if "." in k:

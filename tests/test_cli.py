@@ -188,9 +188,15 @@ def test_every_preset_resolves_to_a_valid_configuration():
     algorithm's Config, check_env, the training budget), without compiling anything."""
     from experiments.presets import PRESETS
 
-    for name in PRESETS:
+    import jaxmcg
+
+    for name, preset in PRESETS.items():
         resolved = run.resolve(run.build_parser().parse_args(["--preset", name]))
         assert resolved["train"]["iterations"] % resolved["train"]["log_every"] == 0, name
+        # a preset is the whole configuration: its algo_params over the Config defaults, nothing
+        # from the family defaults (which gave the one-episode MetaGrad presets a zero baseline)
+        own = jaxmcg.get_algo(preset["algo"]).Config(**preset.get("algo_params", {}))
+        assert resolved["algo_config"] == json.loads(json.dumps(dataclasses.asdict(own))), name
 
 
 def test_unversioned_and_family_names_resolve():
