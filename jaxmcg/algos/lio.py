@@ -366,7 +366,13 @@ def fit_opponents(state: State, batch) -> State:
 
 
 def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
-    """Adam steps on eta from the stored (theta, tau) and the new trajectory tau-hat."""
+    """Adam steps on eta from the stored (theta, tau) and the new trajectory tau-hat.
+
+    Giver i steps its own eta^i only (Eq 5.10). Not copied: in the released ER code each giver's
+    reward op minimises L^i without a var_list, so for N >= 3 its Adam also steps every other
+    giver's eta^k (and, transiently, the main policies) along -dL^i/deta^k. A TF1 transcription
+    of that code, at Table B.4's N = 3 values, still falls to -4 on ER(5,3) (notes, stop 19).
+    """
     c = state.config
     theta, batch, eps = state.prev_params, state.prev_batch, state.prev_eps
     meta = incentive_grads(state, theta, batch, batch_hat, eps)
