@@ -59,6 +59,65 @@ def test_meta_gradient_matches_finite_differences(x64, n, m, learner):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.slow  # about 55 s; the update test below stays in the default suite
+def test_all_givers_gradients_reach_every_giver(x64):
+    """incentive_update="all_givers" (the released ER code's reward op): giver i's gradient covers
+    every giver's eta. On ER(3,2) both implementations agree, match central differences of L^i in
+    all of eta, give the own-eta gradient on slice i, and are non-zero on the other givers' slices
+    (their gifts move theta-hat^j for j != i too)."""
+    config = lio.Config(incentive_update="all_givers")
+    state, tau, tau_hat = _frozen_batches(config, n=3, m=2, n_envs=4)
+    theta, eps = state.prev_params, state.prev_eps
+    grads = {mg: jax.jit(lambda s, mg=mg: lio.incentive_grads(
+        s.replace(config=lio.Config(incentive_update="all_givers", meta_grad=mg)),
+        theta, tau, tau_hat, eps))(state) for mg in ("linearized", "autodiff")}
+    for a, b in zip(jax.tree_util.tree_leaves(grads["linearized"]),
+                    jax.tree_util.tree_leaves(grads["autodiff"])):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+    own = jax.jit(lambda s: lio.meta_grad_linearized(s, theta, s.eta, tau, tau_hat, eps, range(3)))(state)
+    full = grads["linearized"]
+    for i in range(3):
+        full_i = jax.tree_util.tree_map(lambda g, i=i: g[i], full)
+        for a, b in zip(jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda g, i=i: g[i], full_i)),
+                        jax.tree_util.tree_leaves(own[i])):
+            np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-12)
+        cross = [np.abs(np.asarray(g[k])).max() for g in jax.tree_util.tree_leaves(full_i)
+                 for k in range(3) if k != i]
+        assert max(cross) > 1e-8, (i, cross)
+        objective = lambda eta, i=i: lio.outer_loss(  # noqa: E731
+            lio.inner_step(theta, eta, state, tau, eps), state, tau_hat, i)
+        assert_grad_matches_fd(objective, state.eta, jax.random.PRNGKey(i), h=1e-6, scale=0.01,
+                               grad=full_i, n_directions=2, n_coordinates=2)
+
+
+@pytest.mark.slow  # about 36 s (compiles N = 3 rollouts and steps); validation is below
+def test_all_givers_update_adds_one_adam_step_per_giver():
+    """The state keeps one Adam per giver over all of eta, and an incentive step moves eta by the
+    sum of their steps plus the cost's (separate optimiser), as the code's per-giver ops do."""
+    config = lio.Config(incentive_update="all_givers")
+    state, tau, tau_hat = _frozen_batches(config, n=3, m=2, n_envs=4)
+    counts = np.asarray(jax.tree_util.tree_leaves(state.eta_opt_state)[0])
+    assert counts.shape == (3,)
+    new, _ = jax.jit(lio.incentive_step)(state.replace(has_prev=jnp.ones((), bool)), tau_hat)
+    meta = jax.jit(lambda s: lio.incentive_grads(s, s.prev_params, s.prev_batch, tau_hat,
+                                                 s.prev_eps))(state)
+    # Adam's first step is -lr g / (|g| + 1e-8): summed over the givers' Adams, plus the cost's
+    first = lambda g, lr: -lr * g / (jnp.abs(g) + 1e-8)  # noqa: E731
+    expect = jax.tree_util.tree_map(lambda g: jnp.sum(first(g, config.lr_incentive), 0), meta)
+    cost_grads = jax.grad(lio.incentive_cost)(state.eta, state, state.prev_batch)
+    expect = jax.tree_util.tree_map(lambda e, c: e + first(c, config.lr_cost), expect, cost_grads)
+    moved = jax.tree_util.tree_map(lambda a, b: a - b, new.eta, state.eta)
+    for a, b in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(expect)):
+        np.testing.assert_allclose(a, b, atol=5e-7)  # float32 eta of order 1
+
+
+def test_incentive_update_is_validated():
+    with pytest.raises(ValueError, match="incentive_update"):
+        lio.Config(incentive_update="all_givers", decentralized=True).validate()
+    with pytest.raises(ValueError, match="valid: 'own', 'all_givers'"):
+        lio.Config(incentive_update="mine").validate()
+
+
 def test_linearized_equals_autodiff_decentralized(x64):
     """LIO-dec: each giver differentiates through its own estimates of the others' policies."""
     config = lio.Config(decentralized=True)

@@ -40,6 +40,8 @@ from jaxmcg.returns import discounted_prefix, discounted_returns
 from jaxmcg.rollout import episode_rollout
 from jaxmcg.wrappers import GiveAction, wrap_observe_given
 
+INCENTIVE_UPDATES = ("own", "all_givers")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -76,6 +78,12 @@ class Config:
     lr_opponent: float = 1e-3  # LIO-dec opponent-model Adam, one step per rollout (A9)
     givers: tuple[int, ...] | None = None  # agents with an incentive function; None = all.
     # The others are plain PG learners: LIO paired with PG (LIO-asym, thesis §2.9) is givers=(0,)
+    # "own": giver i steps eta^i along -dL^i/deta^i (Eq 5.10). "all_givers": the released ER code,
+    # whose reward op minimises L^i over every variable it reaches (no var_list), so giver i's Adam
+    # also steps each other giver's eta^k along -dL^i/deta^k (N >= 3). At Table B.4's N = 3 rates
+    # ER(5,3) needs it: a TF1 transcription of that code solved seeds the own-eta form did not
+    # (notes, stop 19). The code applies the givers' steps one after another; here together.
+    incentive_update: str = "own"
 
     def validate(self, num_agents: int | None = None) -> None:
         if num_agents is not None and self.givers is not None:
@@ -91,6 +99,12 @@ class Config:
             raise ValueError(
                 f"meta_grad={self.meta_grad!r} is invalid; valid: 'linearized', 'autodiff'"
             )
+        if self.incentive_update not in INCENTIVE_UPDATES:
+            raise ValueError(f"incentive_update={self.incentive_update!r} is invalid; valid: "
+                             f"{', '.join(map(repr, INCENTIVE_UPDATES))}")
+        if self.incentive_update == "all_givers" and self.decentralized:
+            raise ValueError("incentive_update='all_givers' needs the others' true policies; with "
+                             "decentralized=True the valid value is 'own'")
 
 
 @struct.dataclass
@@ -129,6 +143,14 @@ def _adam_pair(config):
     return optax.adam(config.lr_incentive), optax.adam(config.lr_cost)
 
 
+def _init_eta_opt(config, eta, n: int):
+    """One Adam state over eta, or (incentive_update="all_givers") one per giver over all of eta."""
+    init = _adam_pair(config)[0].init
+    if config.incentive_update == "all_givers":
+        return jax.vmap(lambda _: init(eta))(jnp.arange(n))
+    return init(eta)
+
+
 def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: int | None = None):
     """`env` must accept `GiveAction`s (wrap it with `wrap_env`). `n_envs` and `num_steps` size the
     batch carried between updates."""
@@ -151,7 +173,8 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
     )
     eta_opt, cost_opt = _adam_pair(config)
     state = State(
-        params=params, eta=eta, eta_opt_state=eta_opt.init(eta), cost_opt_state=cost_opt.init(eta),
+        params=params, eta=eta, eta_opt_state=_init_eta_opt(config, eta, n),
+        cost_opt_state=cost_opt.init(eta),
         iteration=jnp.zeros((), jnp.int32), phase=jnp.zeros((), jnp.int32),
         has_prev=jnp.zeros((), bool), prev_params=params, prev_batch=None,
         prev_eps=jnp.zeros((), jnp.float32), opp_params=opp_params,
@@ -275,10 +298,15 @@ def incentive_cost(eta, state: State, batch) -> jax.Array:
     return time_sum_env_mean(per_step, batch.valid)
 
 
-def meta_grad_autodiff(state: State, theta, eta, batch, batch_hat, eps, givers):
-    """d L^i / d eta^i for each giver i in `givers`, by grad through the inner step."""
+def meta_grad_autodiff(state: State, theta, eta, batch, batch_hat, eps, givers, all_etas=False):
+    """d L^i / d eta^i for each giver i in `givers`, by grad through the inner step (`all_etas`:
+    d L^i / d eta, over every giver's parameters)."""
     grads = []
     for i in givers:
+        if all_etas:
+            grads.append(jax.grad(lambda et, i=i: outer_loss(
+                inner_step(theta, et, state, batch, eps), state, batch_hat, i))(eta))
+            continue
         def loss_i(eta_i, i=i):
             eta_full = jax.tree_util.tree_map(lambda e, ei: e.at[i].set(ei), eta, eta_i)
             theta_hat = inner_step(theta, eta_full, state, batch, eps)
@@ -288,7 +316,8 @@ def meta_grad_autodiff(state: State, theta, eta, batch, batch_hat, eps, givers):
     return grads
 
 
-def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers, theta_hat=None):
+def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers, theta_hat=None,
+                         all_etas=False):
     """The same gradients, exactly, without second derivatives.
 
     theta-hat^j(eta) = const + (lr / E) sum_{t,e} g^j_{t,e} G^j_{t,e}(eta), g = grad log pi~(a|o),
@@ -307,16 +336,23 @@ def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers
     )
     g_hat = outer_advantages(state, batch_hat)  # [T, E, N]
     valid, valid_hat = batch.valid[..., None], batch_hat.valid[..., None]
+    grad_of = lambda ct: jax.grad(  # noqa: E731  (ct: [T, E, giver, recipient])
+        lambda et: jnp.sum(ct * given_by(state, et, batch.obs, batch.action.action)))(eta)
     cot = jnp.zeros(batch.reward.shape + (n,), batch.reward.dtype)  # [T, E, giver, recipient]
+    full = []
     for i in givers:
         others = jnp.asarray(np.arange(n) != i, jnp.float32)
         (v_i,) = vjp_new(-valid_hat * g_hat[..., i : i + 1] * others / e)
         w_i = jvp_old(v_i)  # [T, E, N recipients]
         adjoint = w_i * valid if c.learner == "ac" else discounted_prefix(w_i * valid, c.gamma)
-        cot = cot.at[..., i, :].set(c.lr / e * valid * adjoint)
-    grad_eta = jax.grad(
-        lambda et: jnp.sum(cot * given_by(state, et, batch.obs, batch.action.action))
-    )(eta)
+        if all_etas:  # every giver's gifts to j move theta-hat^j: the same adjoint on each row
+            full.append(grad_of(jnp.broadcast_to((c.lr / e * valid * adjoint)[..., None, :],
+                                                 cot.shape)))
+        else:
+            cot = cot.at[..., i, :].set(c.lr / e * valid * adjoint)
+    if all_etas:
+        return full
+    grad_eta = grad_of(cot)
     return [agent_slice(grad_eta, i) for i in givers]
 
 
@@ -325,14 +361,17 @@ def _stack(grads):
 
 
 def incentive_grads(state: State, theta, batch, batch_hat, eps):
-    """Stacked d L^i / d eta^i for all givers, with the policies each giver believes in."""
+    """Stacked d L^i / d eta^i for all givers, with the policies each giver believes in
+    (incentive_update="all_givers": d L^i / d eta, `[N giver i, *eta]`)."""
     n = batch.reward.shape[-1]
     fn = meta_grad_linearized if state.config.meta_grad == "linearized" else meta_grad_autodiff
     if not state.config.decentralized:
+        all_etas = state.config.incentive_update == "all_givers"
         if fn is meta_grad_linearized:  # the policy step already made theta-hat(eta) = params
             return _stack(fn(state, theta, state.eta, batch, batch_hat, eps, range(n),
-                             theta_hat=state.params))
-        return _stack(fn(state, theta, state.eta, batch, batch_hat, eps, range(n)))
+                             theta_hat=state.params, all_etas=all_etas))
+        return _stack(fn(state, theta, state.eta, batch, batch_hat, eps, range(n),
+                         all_etas=all_etas))
     grads = []
     for i in range(n):  # giver i replaces the others' theta by its estimates (LIO-dec, §2.6)
         belief = jax.tree_util.tree_map(
@@ -378,15 +417,25 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
     meta = incentive_grads(state, theta, batch, batch_hat, eps)
     cost, cost_grads = jax.value_and_grad(incentive_cost)(state.eta, state, batch)
     eta_opt, cost_opt = _adam_pair(c)
+    eta_step = eta_opt.update
+    if c.incentive_update == "all_givers":  # giver i's Adam on all of eta; the steps add up
+        def eta_step(grads, opt_state):
+            upd, opt_state = jax.vmap(eta_opt.update)(grads, opt_state)
+            return jax.tree_util.tree_map(lambda u: jnp.sum(u, axis=0), upd), opt_state
     if c.separate_cost_optimizer:
-        upd, eta_opt_state = eta_opt.update(meta, state.eta_opt_state)
+        upd, eta_opt_state = eta_step(meta, state.eta_opt_state)
         eta = optax.apply_updates(state.eta, upd)
         cost_grads = jax.tree_util.tree_map(lambda g: c.cost_coef * g, cost_grads)
         upd, cost_opt_state = cost_opt.update(cost_grads, state.cost_opt_state)
         eta = optax.apply_updates(eta, upd)
     else:
+        if c.incentive_update == "all_givers":  # giver i's own cost enters its own Adam only
+            n = batch.reward.shape[-1]
+            cost_grads = jax.tree_util.tree_map(
+                lambda g: jnp.eye(n, dtype=g.dtype).reshape((n, n) + (1,) * (g.ndim - 1)) * g[None],
+                cost_grads)
         total = jax.tree_util.tree_map(lambda m, g: m + c.cost_coef * g, meta, cost_grads)
-        upd, eta_opt_state = eta_opt.update(total, state.eta_opt_state)
+        upd, eta_opt_state = eta_step(total, state.eta_opt_state)
         eta, cost_opt_state = optax.apply_updates(state.eta, upd), state.cost_opt_state
     keep = state.has_prev  # the pipelined variant has nothing to validate on its first update
     pick = lambda new, old: jax.tree_util.tree_map(lambda x, y: jnp.where(keep, x, y), new, old)
