@@ -14,7 +14,9 @@ _ER_PAPER_TRAIN = {"n_envs": 1, "iterations": 50_000, "log_every": 100, "eval_en
 # The paper presets keep the authors' un-mixed outer log-probability (spec A3).
 _LIO_ER_N2 = {"lr": 1e-4, "lr_incentive": 1e-3, "entropy_coef": 0.01, "eps_start": 0.5,
               "eps_end": 0.1, "eps_div": 1000.0, "outer_logprob_mixed": False}
-_LIO_ER_N3 = {**_LIO_ER_N2, "eps_end": 0.3}
+# N >= 3: the code's reward op also steps the other givers' eta (lio.Config.incentive_update); with
+# the own-eta step of Eq 5.10 ER(5,3) falls to -4 on every seed at these rates (notes, stop 19).
+_LIO_ER_N3 = {**_LIO_ER_N2, "eps_end": 0.3, "incentive_update": "all_givers"}
 _PG_ER = {"lr": 1e-4, "entropy_coef": 0.01, "eps_start": 0.5, "eps_end": 0.05, "eps_div": 100.0}
 _PG_C_ER = {"lr": 1e-3, "entropy_coef": 0.1, "eps_start": 1.0, "eps_end": 0.1, "eps_div": 1000.0}
 
@@ -68,6 +70,8 @@ PRESETS: dict[str, dict] = {
     # givers' sigmoids saturate at R_max (lever incentives of exactly 2, 4, 6, 8) and every agent
     # sits at the lever, where neither the meta-gradient nor the cost moves them. ER(3,2)'s rates
     # (2e-3 / 2e-2 / 2e-3) and 3e-4 / 3e-2 / 1e-3 each leave 1 of 5 seeds at 17 after 8000 its.
+    # With incentive_update="all_givers" (the paper presets' form) at these rates every seed sits
+    # at the lever (-4.5) by iteration 1000: N Adam steps per iteration saturate the incentives.
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
                                             "eps_end": 0.3, "eps_div": 2000.0},

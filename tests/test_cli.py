@@ -186,9 +186,8 @@ def test_dcl_runs_on_another_discrete_game_through_the_commitment_wrapper(tmp_pa
 def test_every_preset_resolves_to_a_valid_configuration():
     """Each preset names a registered algorithm and environment and its parameters validate (the
     algorithm's Config, check_env, the training budget), without compiling anything."""
-    from experiments.presets import PRESETS
-
     import jaxmcg
+    from experiments.presets import PRESETS
 
     for name, preset in PRESETS.items():
         resolved = run.resolve(run.build_parser().parse_args(["--preset", name]))
