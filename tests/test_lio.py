@@ -109,6 +109,12 @@ def test_all_givers_update_adds_one_adam_step_per_giver():
     moved = jax.tree_util.tree_map(lambda a, b: a - b, new.eta, state.eta)
     for a, b in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(expect)):
         np.testing.assert_allclose(a, b, atol=5e-7)  # float32 eta of order 1
+    # only givers train: with givers=(0,) the others' objectives move nothing
+    solo = state.replace(config=lio.Config(incentive_update="all_givers", givers=(0,)))
+    meta = jax.jit(lambda s: lio.incentive_grads(s, s.prev_params, s.prev_batch, tau_hat,
+                                                 s.prev_eps))(solo)
+    for g in jax.tree_util.tree_leaves(meta):
+        assert not np.any(np.asarray(g[1:])) and np.any(np.asarray(g[0]))
 
 
 def test_incentive_update_is_validated():

@@ -367,11 +367,14 @@ def incentive_grads(state: State, theta, batch, batch_hat, eps):
     fn = meta_grad_linearized if state.config.meta_grad == "linearized" else meta_grad_autodiff
     if not state.config.decentralized:
         all_etas = state.config.incentive_update == "all_givers"
-        if fn is meta_grad_linearized:  # the policy step already made theta-hat(eta) = params
-            return _stack(fn(state, theta, state.eta, batch, batch_hat, eps, range(n),
-                             theta_hat=state.params, all_etas=all_etas))
-        return _stack(fn(state, theta, state.eta, batch, batch_hat, eps, range(n),
-                         all_etas=all_etas))
+        kw = {"theta_hat": state.params} if fn is meta_grad_linearized else {}  # = theta-hat(eta)
+        grads = _stack(fn(state, theta, state.eta, batch, batch_hat, eps, range(n),
+                          all_etas=all_etas, **kw))
+        if all_etas:  # only givers train (the code's can_give): a non-giver's L^i moves nothing
+            mask = _giver_mask(state, n)[:, 0]
+            grads = jax.tree_util.tree_map(
+                lambda g: g * mask.reshape((n,) + (1,) * (g.ndim - 1)), grads)
+        return grads
     grads = []
     for i in range(n):  # giver i replaces the others' theta by its estimates (LIO-dec, §2.6)
         belief = jax.tree_util.tree_map(
@@ -407,10 +410,10 @@ def fit_opponents(state: State, batch) -> State:
 def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
     """Adam steps on eta from the stored (theta, tau) and the new trajectory tau-hat.
 
-    Giver i steps its own eta^i only (Eq 5.10). Not copied: in the released ER code each giver's
-    reward op minimises L^i without a var_list, so for N >= 3 its Adam also steps every other
-    giver's eta^k (and, transiently, the main policies) along -dL^i/deta^k. A TF1 transcription
-    of that code, at Table B.4's N = 3 values, still falls to -4 on ER(5,3) (notes, stop 19).
+    incentive_update="own": giver i steps its own eta^i (Eq 5.10). "all_givers": each giver's
+    Adam steps all of eta along -dL^i/deta, as the released ER code's reward op (no var_list) does;
+    that op also nudges the main policies, which its next copy from the prime policies overwrites,
+    but it changes the later givers' gradients within the iteration: not replicated.
     """
     c = state.config
     theta, batch, eps = state.prev_params, state.prev_batch, state.prev_eps
