@@ -152,6 +152,11 @@ def test_bad_input_rejected_before_compiling():
                                      ["advantage='td'", "'gae'"])
     assert_rejected_before_compiling(
         lambda: metagrad.check_env(er, params, metagrad.Config(learner="lio")), ["learner='lio'"])
+    # one episode per update: the batch baseline would be the return itself (a zero meta-gradient)
+    key = jax.random.PRNGKey(0)
+    assert_rejected_before_compiling(
+        lambda: metagrad.init(key, er, params, metagrad.Config(batch_baseline=True), n_envs=1),
+        ["batch_baseline=True", "n_envs=1"])
 
 
 def test_metagrad_solves_er_2_1():

@@ -156,6 +156,10 @@ def check_env(env, env_params, config: Config) -> None:
 def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: int | None = None):
     """`n_envs` and `num_steps` size the trajectory carried between updates (pipelining)."""
     config.validate()
+    if config.batch_baseline and n_envs < 2:  # the baseline would equal the return: A = 0
+        raise ValueError(f"batch_baseline=True needs n_envs >= 2 (got n_envs={n_envs}): with one "
+                         "episode the baseline equals the return and the meta-gradient is 0; "
+                         "valid with n_envs=1: batch_baseline=False")
     tax = tax_design.is_tax_env(env)
     if tax:
         check_env(env, env_params, config)
