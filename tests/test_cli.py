@@ -195,7 +195,7 @@ def test_every_preset_resolves_to_a_valid_configuration():
         # a preset is the whole configuration: its algo_params over the Config defaults, nothing
         # from the family defaults (which gave the one-episode MetaGrad presets a zero baseline)
         own = jaxmcg.get_algo(preset["algo"]).Config(**preset.get("algo_params", {}))
-        assert resolved["algo_config"] == json.loads(json.dumps(dataclasses.asdict(own))), name
+        assert resolved["algo_config"] == run._jsonable(dataclasses.asdict(own)), name
 
 
 def test_unversioned_and_family_names_resolve():

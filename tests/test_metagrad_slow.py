@@ -81,12 +81,10 @@ def test_metagrad_paper_preset_reaches_the_optimum_on_er_5_2():
     once the agents coordinate). The CLI once gave this preset the batched family's batch baseline,
     a zero advantage with one episode, and every seed ended at -5."""
     from experiments import run
+    from jaxmcg.runner import build
 
     resolved = run.resolve(run.build_parser().parse_args(["--preset", "metagrad-er-5-2"]))
-    config = metagrad.Config(**{k: tuple(map(tuple, v)) if k == "learner_params" else
-                                tuple(v) if isinstance(v, list) else v
-                                for k, v in resolved["algo_config"].items()})
-    assert config == metagrad.Config(**get_preset("metagrad-er-5-2")["algo_params"])
+    assert build(resolved)[3] == metagrad.Config(**get_preset("metagrad-er-5-2")["algo_params"])
     dr = np.asarray(_run("metagrad-er-5-2", iterations=20_000)["designer_return"])
     final = dr[:, -20:].mean(axis=1)  # the last 2k episodes
     assert np.median(final) >= 25.0, final

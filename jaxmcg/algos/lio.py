@@ -143,12 +143,11 @@ def _adam_pair(config):
     return optax.adam(config.lr_incentive), optax.adam(config.lr_cost)
 
 
-def _init_eta_opt(config, eta, n: int):
+def _init_eta_opt(eta_opt, config, eta, n: int):
     """One Adam state over eta, or (incentive_update="all_givers") one per giver over all of eta."""
-    init = _adam_pair(config)[0].init
     if config.incentive_update == "all_givers":
-        return jax.vmap(lambda _: init(eta))(jnp.arange(n))
-    return init(eta)
+        return jax.vmap(lambda _: eta_opt.init(eta))(jnp.arange(n))
+    return eta_opt.init(eta)
 
 
 def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: int | None = None):
@@ -173,7 +172,7 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
     )
     eta_opt, cost_opt = _adam_pair(config)
     state = State(
-        params=params, eta=eta, eta_opt_state=_init_eta_opt(config, eta, n),
+        params=params, eta=eta, eta_opt_state=_init_eta_opt(eta_opt, config, eta, n),
         cost_opt_state=cost_opt.init(eta),
         iteration=jnp.zeros((), jnp.int32), phase=jnp.zeros((), jnp.int32),
         has_prev=jnp.zeros((), bool), prev_params=params, prev_batch=None,
