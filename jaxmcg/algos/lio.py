@@ -335,8 +335,8 @@ def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers
     )
     g_hat = outer_advantages(state, batch_hat)  # [T, E, N]
     valid, valid_hat = batch.valid[..., None], batch_hat.valid[..., None]
-    grad_of = lambda ct: jax.grad(  # noqa: E731  (ct: [T, E, giver, recipient])
-        lambda et: jnp.sum(ct * given_by(state, et, batch.obs, batch.action.action)))(eta)
+    # one forward pass of the incentive networks serves every giver's cotangent [T, E, giver, recipient]
+    _, grad_of = jax.vjp(lambda et: given_by(state, et, batch.obs, batch.action.action), eta)
     cot = jnp.zeros(batch.reward.shape + (n,), batch.reward.dtype)  # [T, E, giver, recipient]
     full = []
     for i in givers:
@@ -345,13 +345,13 @@ def meta_grad_linearized(state: State, theta, eta, batch, batch_hat, eps, givers
         w_i = jvp_old(v_i)  # [T, E, N recipients]
         adjoint = w_i * valid if c.learner == "ac" else discounted_prefix(w_i * valid, c.gamma)
         if all_etas:  # every giver's gifts to j move theta-hat^j: the same adjoint on each row
-            full.append(grad_of(jnp.broadcast_to((c.lr / e * valid * adjoint)[..., None, :],
-                                                 cot.shape)))
+            full.append(jnp.broadcast_to((c.lr / e * valid * adjoint)[..., None, :], cot.shape))
         else:
             cot = cot.at[..., i, :].set(c.lr / e * valid * adjoint)
     if all_etas:
-        return full
-    grad_eta = grad_of(cot)
+        (grads,) = jax.vmap(grad_of)(jnp.stack(full))
+        return [agent_slice(grads, k) for k in range(len(full))]
+    (grad_eta,) = grad_of(cot)
     return [agent_slice(grad_eta, i) for i in givers]
 
 
