@@ -72,6 +72,11 @@ PRESETS: dict[str, dict] = {
     # (2e-3 / 2e-2 / 2e-3) and 3e-4 / 3e-2 / 1e-3 each leave 1 of 5 seeds at 17 after 8000 its.
     # With incentive_update="all_givers" (the paper presets' form) at these rates every seed sits
     # at the lever (-4.5) by iteration 1000: N Adam steps per iteration saturate the incentives.
+    # Also tried (stop 20): a joint cost optimiser (cost_coef 1e-3 zeroes every payment by 3.3k;
+    # 1e-4 leaves everyone paid at the lever) and entropy_coef 0.05 (every seed leaves the lever
+    # phase and 4 of 5 reach 16.5-16.8 by 7k, but 2 fall back to -4 within 1.5k: a cooperator
+    # whose door-going winners pay it nothing defects; their sigmoids sit so far below 0 that
+    # sigma' is under Adam's eps and the meta-gradient cannot revive them).
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
                                             "eps_end": 0.3, "eps_div": 2000.0},
