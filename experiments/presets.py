@@ -75,8 +75,9 @@ PRESETS: dict[str, dict] = {
     # Also tried (stop 20): a joint cost optimiser (cost_coef 1e-3 zeroes every payment by 3.3k;
     # 1e-4 leaves everyone paid at the lever) and entropy_coef 0.05 (every seed leaves the lever
     # phase and 4 of 5 reach 16.5-16.8 by 7k, but 2 fall back to -4 within 1.5k: a cooperator
-    # whose door-going winners pay it nothing defects; their sigmoids sit so far below 0 that
-    # sigma' is under Adam's eps and the meta-gradient cannot revive them).
+    # paid only by the other cooperators defects to the door while the door-going winners give
+    # 0.0 throughout and do not start paying; presumably their sigmoids sit where sigma' is
+    # below Adam's eps, so the meta-gradient cannot revive them - not yet checked).
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
                                             "eps_end": 0.3, "eps_div": 2000.0},
