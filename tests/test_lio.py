@@ -59,7 +59,7 @@ def test_meta_gradient_matches_finite_differences(x64, n, m, learner):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
 
 
-@pytest.mark.slow  # about 55 s; the update test below stays in the default suite
+@pytest.mark.slow  # about 55 s; the validation test below stays in the default suite
 def test_all_givers_gradients_reach_every_giver(x64):
     """incentive_update="all_givers" (the released ER code's reward op): giver i's gradient covers
     every giver's eta. On ER(3,2) both implementations agree, match central differences of L^i in
