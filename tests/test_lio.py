@@ -117,11 +117,37 @@ def test_all_givers_update_adds_one_adam_step_per_giver():
         assert not np.any(np.asarray(g[1:])) and np.any(np.asarray(g[0]))
 
 
+def test_cost_step_is_adam_with_its_epsilon():
+    """With the meta-gradient step switched off (lr_incentive 0), one incentive step moves eta by
+    Adam's first step on the cost alone, -lr_cost g / (|g| + cost_adam_eps): a normalised step of
+    lr_cost at the default epsilon, and a step that shrinks with g where |g| is below a large one."""
+    state, tau, tau_hat = _frozen_batches(lio.Config())
+    state = state.replace(has_prev=jnp.ones((), bool))
+    cost_grads = jax.tree_util.tree_leaves(
+        jax.grad(lio.incentive_cost)(state.eta, state, state.prev_batch))
+    for eps in (1e-8, 1e-2):
+        config = lio.Config(lr_incentive=0.0, lr_cost=1e-3, cost_adam_eps=eps)
+        new, _ = jax.jit(lio.incentive_step)(state.replace(config=config), tau_hat)
+        moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(jnp.subtract, new.eta, state.eta))
+        for d, g in zip(moved, cost_grads):
+            g = np.asarray(g, np.float64)
+            np.testing.assert_allclose(d, -1e-3 * g / (np.abs(g) + eps), atol=5e-7)  # f32 eta
+        tiny = np.concatenate([np.abs(np.asarray(d))[np.abs(np.asarray(g)) < 1e-4]
+                               for d, g in zip(moved, cost_grads)])
+        assert tiny.size  # coordinates with tiny cost gradients exist (e.g. inactive ReLUs)
+        if eps > 1e-3:  # |step| <= lr |g| / eps: at least 100x under lr_cost
+            assert tiny.max() < 1e-5
+        else:  # normalised: any non-zero gradient above ~eps moves by about lr_cost
+            assert np.abs(np.concatenate([np.ravel(d) for d in moved])).max() > 0.9e-3
+
+
 def test_incentive_update_is_validated():
     with pytest.raises(ValueError, match="incentive_update"):
         lio.Config(incentive_update="all_givers", decentralized=True).validate()
     with pytest.raises(ValueError, match="valid: 'own', 'all_givers'"):
         lio.Config(incentive_update="mine").validate()
+    with pytest.raises(ValueError, match="cost_adam_eps=0.0 is invalid; valid: a number > 0"):
+        lio.Config(cost_adam_eps=0.0).validate()
 
 
 def test_linearized_equals_autodiff_decentralized(x64):

@@ -61,6 +61,12 @@ class Config:
     cost_coef: float = 1.0  # alpha; ER uses a separate optimiser with coefficient 1 (A2)
     separate_cost_optimizer: bool = True  # ER code; Cleanup code adds 1e-4 * cost to one Adam
     cost_scaled: bool = False  # False: cost on the unscaled sigmoids, as the authors' code (A2)
+    # Adam's epsilon in the separate cost optimiser (TF1's and optax's default 1e-8). The l1 cost's
+    # gradient has one sign, so Adam's normalised steps keep pushing a payment's logit down at
+    # lr_cost per step long after the payment is ~0: givers' logits reach -100s, sigma' underflows
+    # and the meta-gradient can never raise the payment again. A larger epsilon makes the cost's
+    # step shrink with sigma' (SGD-like) below that gradient scale.
+    cost_adam_eps: float = 1e-8
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
     eps_end: float = 0.1  # Table B.4 (0.3 for N=3)
@@ -105,6 +111,8 @@ class Config:
         if self.incentive_update == "all_givers" and self.decentralized:
             raise ValueError("incentive_update='all_givers' needs the others' true policies; with "
                              "decentralized=True the valid value is 'own'")
+        if not self.cost_adam_eps > 0:
+            raise ValueError(f"cost_adam_eps={self.cost_adam_eps!r} is invalid; valid: a number > 0")
 
 
 @struct.dataclass
@@ -140,7 +148,7 @@ epsilon = D.epsilon
 
 
 def _adam_pair(config):
-    return optax.adam(config.lr_incentive), optax.adam(config.lr_cost)
+    return optax.adam(config.lr_incentive), optax.adam(config.lr_cost, eps=config.cost_adam_eps)
 
 
 def _init_eta_opt(eta_opt, config, eta, n: int):
