@@ -64,22 +64,21 @@ PRESETS: dict[str, dict] = {
                                algo_params={"eps_end": 0.3, "lr_incentive": 2e-2, "lr_cost": 2e-3},
                                train={"n_envs": 256, "iterations": 4000, "log_every": 50,
                                       "eval_envs": 1024}),
-    # Not yet calibrated (notes): seeds reach 16-17 and then fall back to -5 (everyone moves once,
-    # nobody escapes), two ways: an unpaid cooperator drifts to the door after the cost has driven
-    # its lever incentive to 0 (its saturated policy no longer feeds the meta-gradient), or the
-    # givers' sigmoids saturate at R_max (lever incentives of exactly 2, 4, 6, 8) and every agent
-    # sits at the lever, where neither the meta-gradient nor the cost moves them. ER(3,2)'s rates
-    # (2e-3 / 2e-2 / 2e-3) and 3e-4 / 3e-2 / 1e-3 each leave 1 of 5 seeds at 17 after 8000 its.
-    # With incentive_update="all_givers" (the paper presets' form) at these rates every seed sits
-    # at the lever (-4.5) by iteration 1000: N Adam steps per iteration saturate the incentives.
-    # Also tried (stop 20): a joint cost optimiser (cost_coef 1e-3 zeroes every payment by 3.3k;
-    # 1e-4 leaves everyone paid at the lever) and entropy_coef 0.05 (every seed leaves the lever
-    # phase and 4 of 5 reach 16.5-16.8 by 7k, but 2 fall back to -4 within 1.5k: a cooperator
-    # paid only by the other cooperators defects to the door while the door-going winners give
-    # 0.0 throughout and do not start paying; presumably their sigmoids sit where sigma' is
-    # below Adam's eps, so the meta-gradient cannot revive them - not yet checked).
+    # Two things kept seeds that reach 16-17 from staying there (notes, stops 18-21). (1) With
+    # Adam's default epsilon the l1 cost's one-signed gradient is normalised, so the cost pushes a
+    # payment's logit down at lr_cost per step long after the payment is ~0: at 7k iterations the
+    # door-going winners' logits were -150 to -900, sigma' underflows, and when an unpaid
+    # cooperator drifts to the door (with eps = 0.3 the others' exploration sometimes opens it)
+    # the winners' meta-gradients cannot raise a payment again. cost_adam_eps = 1e-4 (the cost's
+    # gradients are 1e-2..1 at init) stops the cost where sigma' is ~1e-4. 1e-3 was worse (4 of 5
+    # seeds at -4 by 7k: a weaker cost leaves everyone paid at the lever). (2) With entropy 0.01
+    # every seed spends 1-4k iterations with everyone paid at the lever; 0.05 (Table B.4 tunes
+    # beta in {0.01, 0.1}; 0.1 was worse) shortens that. Earlier rates: ER(3,2)'s 2e-3 / 2e-2 /
+    # 2e-3 and 3e-4 / 3e-2 / 1e-3 each left 1 of 5 seeds at 17; incentive_update="all_givers"
+    # saturates every seed at the lever by 1k; a joint cost optimiser zeroes every payment.
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
+                                            "cost_adam_eps": 1e-4, "entropy_coef": 0.05,
                                             "eps_end": 0.3, "eps_div": 2000.0},
                                train={"n_envs": 256, "iterations": 12000, "log_every": 50,
                                       "eval_envs": 1024}),
