@@ -64,21 +64,22 @@ PRESETS: dict[str, dict] = {
                                algo_params={"eps_end": 0.3, "lr_incentive": 2e-2, "lr_cost": 2e-3},
                                train={"n_envs": 256, "iterations": 4000, "log_every": 50,
                                       "eval_envs": 1024}),
-    # Two things kept seeds that reach 16-17 from staying there (notes, stops 18-21). (1) With
-    # Adam's default epsilon the l1 cost's one-signed gradient is normalised, so the cost pushes a
-    # payment's logit down at lr_cost per step long after the payment is ~0: at 7k iterations the
-    # door-going winners' logits were -150 to -900, sigma' underflows, and when an unpaid
-    # cooperator drifts to the door (with eps = 0.3 the others' exploration sometimes opens it)
-    # the winners' meta-gradients cannot raise a payment again. cost_adam_eps = 1e-4 (the cost's
-    # gradients are 1e-2..1 at init) stops the cost where sigma' is ~1e-4. 1e-3 was worse (4 of 5
-    # seeds at -4 by 7k: a weaker cost leaves everyone paid at the lever). (2) With entropy 0.01
-    # every seed spends 1-4k iterations with everyone paid at the lever; 0.05 (Table B.4 tunes
-    # beta in {0.01, 0.1}; 0.1 was worse) shortens that. Earlier rates: ER(3,2)'s 2e-3 / 2e-2 /
-    # 2e-3 and 3e-4 / 3e-2 / 1e-3 each left 1 of 5 seeds at 17; incentive_update="all_givers"
-    # saturates every seed at the lever by 1k; a joint cost optimiser zeroes every payment.
+    # Not yet calibrated: seeds reach 16-17 and many fall back to -4/-5 (notes, stops 18-21).
+    # Read from checkpoints (stop 21): after ~7k iterations the incentive networks' logits are
+    # -900..+1200, so each payment is frozen at 0 or R_max for every action and no gradient moves it
+    # (sigma' underflows). The door-going winners pay nothing; a cooperator paid unconditionally
+    # (also for the door) or by too few givers drifts to the door, since with eps = 0.3 the
+    # others' exploration sometimes opens it, and nobody can start paying. A cost optimiser that
+    # stops at small payments (lio.Config.cost_adam_eps 1e-4) did not help: the meta-gradient's
+    # Adam at lr 1e-2 grows the weights too. entropy_coef 0.05 (Table B.4 tunes beta in
+    # {0.01, 0.1}; 0.1 was worse) shortens the early phase with everyone paid at the lever, so 4
+    # of 5 seeds reach 16.5-17 instead of 2, but in both runs 2 of those 4 fell back. Tried too:
+    # ER(3,2)'s rates 2e-3 / 2e-2 / 2e-3 and 3e-4 / 3e-2 / 1e-3 (1 of 5 seeds at 17 after 8k);
+    # incentive_update="all_givers" (every seed at the lever by 1k); a joint cost optimiser
+    # (every payment 0 by 3.3k, or everyone paid at the lever).
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
-                                            "cost_adam_eps": 1e-4, "entropy_coef": 0.05,
+                                            "entropy_coef": 0.05,
                                             "eps_end": 0.3, "eps_div": 2000.0},
                                train={"n_envs": 256, "iterations": 12000, "log_every": 50,
                                       "eval_envs": 1024}),

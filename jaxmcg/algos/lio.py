@@ -62,10 +62,10 @@ class Config:
     separate_cost_optimizer: bool = True  # ER code; Cleanup code adds 1e-4 * cost to one Adam
     cost_scaled: bool = False  # False: cost on the unscaled sigmoids, as the authors' code (A2)
     # Adam's epsilon in the separate cost optimiser (TF1's and optax's default 1e-8). The l1 cost's
-    # gradient has one sign, so Adam's normalised steps keep pushing a payment's logit down at
-    # lr_cost per step long after the payment is ~0: givers' logits reach -100s, sigma' underflows
-    # and the meta-gradient can never raise the payment again. A larger epsilon makes the cost's
-    # step shrink with sigma' (SGD-like) below that gradient scale.
+    # gradient has one sign, so at the default Adam turns it into steps of lr_cost however small
+    # sigma' is; a larger epsilon makes the cost's step shrink with its gradient below that scale.
+    # It did not cure the batched ER(5,3) (notes, stop 21): there the meta-gradient's Adam also
+    # drives the incentive logits to +-100s.
     cost_adam_eps: float = 1e-8
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
