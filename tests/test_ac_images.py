@@ -74,11 +74,16 @@ def test_gradients_match_finite_differences(x64):
     assert_ac_losses_match_fd(state, batch)
 
 
-def train_rich_cleanup(algo, config, iterations=40):
-    """`iterations` updates of 32 episodes on `RICH` Cleanup, one seed; metrics of 2 evaluations."""
+def train_rich_cleanup(algo, config, iterations=40, seeds=None):
+    """`iterations` updates of 32 episodes on `RICH` Cleanup; metrics of 2 evaluations, for one seed
+    or, with `seeds`, stacked over that many vmapped seeds."""
     env, params = jaxmcg.make("cleanup-7x7", **RICH)
     tc = TrainConfig(n_envs=32, iterations=iterations, log_every=iterations // 2, eval_envs=64)
-    _, metrics = jax.jit(make_train(algo, env, params, config, tc))(jax.random.PRNGKey(0))
+    train = make_train(algo, env, params, config, tc)
+    if seeds is None:
+        _, metrics = jax.jit(train)(jax.random.PRNGKey(0))
+    else:
+        _, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
     return jax.tree_util.tree_map(np.asarray, metrics)
 
 

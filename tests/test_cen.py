@@ -67,6 +67,8 @@ def test_gradients_match_finite_differences(x64):
 def test_learns_on_rich_cleanup():
     """40 updates at lr 0.05 (Table B.5 AC otherwise) at least double the random collective return
     (measured: 6.3 -> 24)."""
-    m = train_rich_cleanup(cen, cen.Config(lr=0.05))
-    assert m["collective_return"][-1] >= 2 * RANDOM_RETURN, m["collective_return"]
+    m = train_rich_cleanup(cen, cen.Config(lr=0.05), seeds=3)
+    # the median of 3 seeds: one seed's 40 updates depend on XLA's thread count (on one core that
+    # seed ended at 9.6, on two at 24)
+    assert np.median(m["collective_return"][:, -1]) >= 2 * RANDOM_RETURN, m["collective_return"]
     assert np.all(np.isfinite(m["cen/critic_loss"]))
