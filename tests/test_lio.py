@@ -121,7 +121,7 @@ def test_cost_step_is_adam_with_its_epsilon():
     """With the meta-gradient step switched off (lr_incentive 0), one incentive step moves eta by
     Adam's first step on the cost alone, -lr_cost g / (|g| + cost_adam_eps): a normalised step of
     lr_cost at the default epsilon, and a step that shrinks with g where |g| is below a large one."""
-    state, tau, tau_hat = _frozen_batches(lio.Config())
+    state, _, tau_hat = _frozen_batches(lio.Config())
     state = state.replace(has_prev=jnp.ones((), bool))
     cost_grads = jax.tree_util.tree_leaves(
         jax.grad(lio.incentive_cost)(state.eta, state, state.prev_batch))
@@ -148,6 +148,8 @@ def test_incentive_update_is_validated():
         lio.Config(incentive_update="mine").validate()
     with pytest.raises(ValueError, match="cost_adam_eps=0.0 is invalid; valid: a number > 0"):
         lio.Config(cost_adam_eps=0.0).validate()
+    with pytest.raises(ValueError, match="cost_adam_eps=0.0001 needs the separate cost optimiser"):
+        lio.Config(cost_adam_eps=1e-4, separate_cost_optimizer=False).validate()
 
 
 def test_linearized_equals_autodiff_decentralized(x64):

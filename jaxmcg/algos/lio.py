@@ -113,6 +113,9 @@ class Config:
                              "decentralized=True the valid value is 'own'")
         if not self.cost_adam_eps > 0:
             raise ValueError(f"cost_adam_eps={self.cost_adam_eps!r} is invalid; valid: a number > 0")
+        if self.cost_adam_eps != 1e-8 and not self.separate_cost_optimizer:
+            raise ValueError(f"cost_adam_eps={self.cost_adam_eps!r} needs the separate cost optimiser; "
+                             "with separate_cost_optimizer=False the valid value is 1e-8 (unused)")
 
 
 @struct.dataclass
