@@ -67,6 +67,11 @@ class Config:
     # It did not cure the batched ER(5,3) (notes, stop 21): there the meta-gradient's Adam also
     # drives the incentive logits to +-100s.
     cost_adam_eps: float = 1e-8
+    # Adam's epsilon in the incentive (meta-gradient) optimiser, 1e-8 as above. The meta-gradient
+    # carries the recipients' lr (|g| ~ 1e-7..1e-4 on ER), so at 1e-8 Adam steps every weight by
+    # about lr_incentive whatever |g| is, also where sigma' has underflowed; an epsilon near the
+    # gradient's scale makes those steps shrink with it instead (notes, stop 22).
+    incentive_adam_eps: float = 1e-8
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
     eps_end: float = 0.1  # Table B.4 (0.3 for N=3)
@@ -111,8 +116,9 @@ class Config:
         if self.incentive_update == "all_givers" and self.decentralized:
             raise ValueError("incentive_update='all_givers' needs the others' true policies; with "
                              "decentralized=True the valid value is 'own'")
-        if not self.cost_adam_eps > 0:
-            raise ValueError(f"cost_adam_eps={self.cost_adam_eps!r} is invalid; valid: a number > 0")
+        for name in ("cost_adam_eps", "incentive_adam_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number > 0")
         if self.cost_adam_eps != 1e-8 and not self.separate_cost_optimizer:
             raise ValueError(f"cost_adam_eps={self.cost_adam_eps!r} needs the separate cost optimiser; "
                              "with separate_cost_optimizer=False the valid value is 1e-8 (unused)")
@@ -151,7 +157,8 @@ epsilon = D.epsilon
 
 
 def _adam_pair(config):
-    return optax.adam(config.lr_incentive), optax.adam(config.lr_cost, eps=config.cost_adam_eps)
+    return (optax.adam(config.lr_incentive, eps=config.incentive_adam_eps),
+            optax.adam(config.lr_cost, eps=config.cost_adam_eps))
 
 
 def _init_eta_opt(eta_opt, config, eta, n: int):
