@@ -51,12 +51,19 @@ def init_incentive(key, num_agents: int, example_obs: jax.Array, feature_dim: in
     return module, init_per_agent(module, key, num_agents, example_obs, extra)
 
 
-def incentive_sigmoids(module, eta, obs: jax.Array, features: jax.Array) -> jax.Array:
-    """Unscaled incentive outputs sigma_j(o^i, a^{-i}), `[..., N giver, N recipient]`, diag 0;
-    `features` `[..., N, k]` are the per-agent action features of this step's joint action."""
+def incentive_logits(module, eta, obs: jax.Array, features: jax.Array) -> jax.Array:
+    """Pre-sigmoid incentive outputs, `[..., N giver, N recipient]`, diag 0; `features`
+    `[..., N, k]` are the per-agent action features of this step's joint action."""
     n = features.shape[-2]
     off_diagonal = jnp.asarray(1.0 - np.eye(n), jnp.float32)
-    return jax.nn.sigmoid(apply_per_agent(module, eta, obs, others_features(features))) * off_diagonal
+    return apply_per_agent(module, eta, obs, others_features(features)) * off_diagonal
+
+
+def incentive_sigmoids(module, eta, obs: jax.Array, features: jax.Array) -> jax.Array:
+    """Unscaled incentive outputs sigma_j(o^i, a^{-i}), `[..., N giver, N recipient]`, diag 0."""
+    n = features.shape[-2]
+    off_diagonal = jnp.asarray(1.0 - np.eye(n), jnp.float32)
+    return jax.nn.sigmoid(incentive_logits(module, eta, obs, features)) * off_diagonal
 
 
 def received(given: jax.Array) -> jax.Array:

@@ -162,6 +162,30 @@ def test_meta_gradient_step_is_adam_with_its_epsilon():
         assert largest > 0.9e-3 if eps < 1e-6 else largest < 1e-4
 
 
+def test_logit_penalty_is_the_squared_logit_of_the_payments():
+    """logit_penalty = sum_t (env mean) of logit(given / R_max)^2 over givers and recipients, and one
+    incentive step with only the penalty (no meta-gradient, no cost) shrinks it."""
+    state, _, tau_hat = _frozen_batches(lio.Config(), n=3, m=2)
+    state = state.replace(has_prev=jnp.ones((), bool))
+    batch = state.prev_batch
+    sig = np.asarray(lio.given_by(state, state.eta, batch.obs, batch.action.action), np.float64)
+    sig = sig / state.config.r_max
+    off = ~np.eye(3, dtype=bool)
+    sig = np.where(off, sig, 0.5)  # the diagonal's 0 is no payment, and no logit
+    z2 = np.where(off, np.log(sig / (1 - sig)) ** 2, 0.0).sum(axis=(-1, -2))
+    expected = (z2 * np.asarray(batch.valid)).sum(0).mean()
+    np.testing.assert_allclose(lio.logit_penalty(state.eta, state, batch), expected, rtol=1e-4)
+    step = jax.jit(lio.incentive_step)
+    for l2 in (0.0, 1e-2):
+        config = lio.Config(lr_incentive=0.0, cost_coef=0.0, lr_cost=1e-3, logit_l2=l2)
+        new, _ = step(state.replace(config=config), tau_hat)
+        before, after = (float(lio.logit_penalty(s.eta, state, batch)) for s in (state, new))
+        if l2:
+            assert after < before - 1e-3
+        else:  # nothing else moves eta: the l1 cost enters with cost_coef 0
+            assert after == before
+
+
 def test_incentive_update_is_validated():
     with pytest.raises(ValueError, match="incentive_update"):
         lio.Config(incentive_update="all_givers", decentralized=True).validate()
@@ -171,6 +195,8 @@ def test_incentive_update_is_validated():
         lio.Config(cost_adam_eps=0.0).validate()
     with pytest.raises(ValueError, match="incentive_adam_eps=-1.0 is invalid; valid: a number > 0"):
         lio.Config(incentive_adam_eps=-1.0).validate()
+    with pytest.raises(ValueError, match="logit_l2=-0.1 is invalid; valid: a number >= 0"):
+        lio.Config(logit_l2=-0.1).validate()
     with pytest.raises(ValueError, match="cost_adam_eps=0.0001 needs the separate cost optimiser"):
         lio.Config(cost_adam_eps=1e-4, separate_cost_optimizer=False).validate()
 

@@ -32,7 +32,13 @@ from flax import struct
 
 from jaxmcg import critic as C
 from jaxmcg import distributions as D
-from jaxmcg.incentives import action_features_of, incentive_sigmoids, init_incentive, received
+from jaxmcg.incentives import (
+    action_features_of,
+    incentive_logits,
+    incentive_sigmoids,
+    init_incentive,
+    received,
+)
 from jaxmcg.losses import reinforce_loss, time_sum_env_mean
 from jaxmcg.networks import NETWORKS, agent_slice, apply_per_agent, init_per_agent, resolve_network
 from jaxmcg.policy import init_policy, log_probs, num_actions, obs_example, reinforce_terms
@@ -72,6 +78,12 @@ class Config:
     # about lr_incentive whatever |g| is, also where sigma' has underflowed; an epsilon near the
     # gradient's scale makes those steps shrink with it instead (notes, stop 22).
     incentive_adam_eps: float = 1e-8
+    # Not in the thesis (0 = off): adds logit_l2 * sum of squared pre-sigmoid incentive outputs on
+    # tau to the cost's loss. With many episodes per update the cost's and the meta-gradient's Adams
+    # push the shared layers apart at full rate, the logits reach +-100s and sigma' underflows, so
+    # no payment can move again (notes, stops 21-22); the penalty keeps |logit| where the cost's
+    # gradient sigma' balances it (about 4-7 for 1e-3..1e-4).
+    logit_l2: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
     eps_end: float = 0.1  # Table B.4 (0.3 for N=3)
@@ -119,6 +131,8 @@ class Config:
         for name in ("cost_adam_eps", "incentive_adam_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number > 0")
+        if not self.logit_l2 >= 0:
+            raise ValueError(f"logit_l2={self.logit_l2!r} is invalid; valid: a number >= 0")
         if self.cost_adam_eps != 1e-8 and not self.separate_cost_optimizer:
             raise ValueError(f"cost_adam_eps={self.cost_adam_eps!r} needs the separate cost optimiser; "
                              "with separate_cost_optimizer=False the valid value is 1e-8 (unused)")
@@ -315,6 +329,13 @@ def incentive_cost(eta, state: State, batch) -> jax.Array:
     return time_sum_env_mean(per_step, batch.valid)
 
 
+def logit_penalty(eta, state: State, batch) -> jax.Array:
+    """sum_t (env mean) of the givers' squared pre-sigmoid incentive outputs on tau (`logit_l2`)."""
+    z = incentive_logits(state.incentive, eta, batch.obs, state.action_features(batch.action.action))
+    z = z * _giver_mask(state, z.shape[-1])
+    return time_sum_env_mean(jnp.sum(jnp.square(z), axis=(-1, -2)), batch.valid)
+
+
 def meta_grad_autodiff(state: State, theta, eta, batch, batch_hat, eps, givers, all_etas=False):
     """d L^i / d eta^i for each giver i in `givers`, by grad through the inner step (`all_etas`:
     d L^i / d eta, over every giver's parameters)."""
@@ -436,6 +457,10 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
     theta, batch, eps = state.prev_params, state.prev_batch, state.prev_eps
     meta = incentive_grads(state, theta, batch, batch_hat, eps)
     cost, cost_grads = jax.value_and_grad(incentive_cost)(state.eta, state, batch)
+    cost_grads = jax.tree_util.tree_map(lambda g: c.cost_coef * g, cost_grads)
+    if c.logit_l2 > 0:  # with the cost, in the cost's optimiser when it has its own
+        penalty_grads = jax.grad(logit_penalty)(state.eta, state, batch)
+        cost_grads = jax.tree_util.tree_map(lambda g, p: g + c.logit_l2 * p, cost_grads, penalty_grads)
     eta_opt, cost_opt = _adam_pair(c)
     eta_step = eta_opt.update
     if c.incentive_update == "all_givers":  # giver i's Adam on all of eta; the steps add up
@@ -445,7 +470,6 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
     if c.separate_cost_optimizer:
         upd, eta_opt_state = eta_step(meta, state.eta_opt_state)
         eta = optax.apply_updates(state.eta, upd)
-        cost_grads = jax.tree_util.tree_map(lambda g: c.cost_coef * g, cost_grads)
         upd, cost_opt_state = cost_opt.update(cost_grads, state.cost_opt_state)
         eta = optax.apply_updates(eta, upd)
     else:
@@ -454,7 +478,7 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
             cost_grads = jax.tree_util.tree_map(
                 lambda g: jnp.eye(n, dtype=g.dtype).reshape((n, n) + (1,) * (g.ndim - 1)) * g[None],
                 cost_grads)
-        total = jax.tree_util.tree_map(lambda m, g: m + c.cost_coef * g, meta, cost_grads)
+        total = jax.tree_util.tree_map(jnp.add, meta, cost_grads)
         upd, eta_opt_state = eta_step(total, state.eta_opt_state)
         eta, cost_opt_state = optax.apply_updates(state.eta, upd), state.cost_opt_state
     keep = state.has_prev  # the pipelined variant has nothing to validate on its first update
