@@ -186,6 +186,14 @@ def test_logit_penalty_is_the_squared_logit_of_the_payments():
             assert after == before
 
 
+def test_saturated_counts_payments_that_no_longer_move():
+    state, tau, _ = _frozen_batches(lio.Config(), n=3, m=2)
+    fresh = np.asarray(lio.given_metrics(state, tau)["lio/saturated"])
+    np.testing.assert_array_equal(fresh, np.zeros(3))  # init logits are O(1)
+    big = state.replace(eta=jax.tree_util.tree_map(lambda w: 1e4 * w, state.eta))
+    np.testing.assert_array_equal(lio.given_metrics(big, tau)["lio/saturated"], np.ones(3))
+
+
 def test_incentive_update_is_validated():
     with pytest.raises(ValueError, match="incentive_update"):
         lio.Config(incentive_update="all_givers", decentralized=True).validate()

@@ -523,8 +523,14 @@ def policy_step(state: State, batch) -> tuple[State, dict]:
 
 
 def given_metrics(state: State, batch) -> dict:
-    """Incentives per episode given by each agent, and received per step for each action."""
+    """Incentives per episode given by each agent, received per step for each action, and each
+    giver's fraction of payments with |logit| > 10 (sigma' < 5e-5: they no longer move)."""
     given = batch.action.given * batch.valid[..., None, None]  # [T, E, N, N]
+    z = incentive_logits(state.incentive, state.eta, batch.obs, state.action_features(batch.action.action))
+    n = z.shape[-1]
+    pairs = batch.valid[..., None, None] * jnp.asarray(1.0 - np.eye(n), jnp.float32)
+    saturated = jnp.sum((jnp.abs(z) > 10.0) * pairs, axis=(0, 1, 3)) / jnp.maximum(
+        jnp.sum(pairs, axis=(0, 1, 3)), 1.0)
     onehot = jax.nn.one_hot(batch.action.action, state.num_actions) * batch.valid[..., None, None]
     rec = received(given)  # [T, E, N]
     per_action = jnp.sum(rec[..., None] * onehot, axis=(0, 1)) / jnp.maximum(
@@ -533,6 +539,7 @@ def given_metrics(state: State, batch) -> dict:
     return {
         "lio/given_per_episode": jnp.mean(jnp.sum(given, axis=(0, 3)), axis=0),  # [N]
         "lio/received_by_action": per_action,  # [N, A]
+        "lio/saturated": saturated,  # [N]
     }
 
 
