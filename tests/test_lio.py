@@ -1,4 +1,6 @@
 """LIO: meta-gradient against finite differences, exact IPD, learning on Escape Room and the IPD."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,15 @@ from jaxmcg.train import TrainConfig, make_train
 
 def _frozen_batches(config, n=2, m=1, n_envs=6, seed=0, env_id="escape_room", **env_kw):
     """A state and two trajectories (tau, tau-hat) in float64, with incentive outputs away from
-    saturation so that finite differences are well conditioned."""
+    saturation so that finite differences are well conditioned. Cached per worker: building them
+    compiles two rollouts, and the results are immutable."""
+    return _frozen_batches_cached(config, n, m, n_envs, seed, env_id, tuple(sorted(env_kw.items())),
+                                  jax.config.read("jax_enable_x64"))
+
+
+@functools.lru_cache(maxsize=16)
+def _frozen_batches_cached(config, n, m, n_envs, seed, env_id, env_items, _x64):
+    env_kw = dict(env_items)
     if env_id == "escape_room":
         env_kw = {"num_agents": n, "min_lever_pullers": m, **env_kw}
     env, params = jaxmcg.make(env_id, **env_kw)
