@@ -76,7 +76,11 @@ PRESETS: dict[str, dict] = {
     # of 5 seeds reach 16.5-17 instead of 2, but in both runs 2 of those 4 fell back. Tried too:
     # ER(3,2)'s rates 2e-3 / 2e-2 / 2e-3 and 3e-4 / 3e-2 / 1e-3 (1 of 5 seeds at 17 after 8k);
     # incentive_update="all_givers" (every seed at the lever by 1k); a joint cost optimiser
-    # (every payment 0 by 3.3k, or everyone paid at the lever).
+    # (every payment 0 by 3.3k, or everyone paid at the lever). Stop 22 (5 seeds each, logits at
+    # the start state over all joint actions): the thesis' rates 1e-3 / 1e-4 keep everyone paid
+    # at the lever to 7.6k with logits still growing (-20..11 at 2k, -158..60 at 7k);
+    # incentive_adam_eps 1e-6, cost_adam_eps 0.1 and logit_l2 1e-3 (with or without the former)
+    # all reach |logit| > 100 by 2-4k. Adam's state shows the cost's optimiser growing the weights.
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
                                             "entropy_coef": 0.05,

@@ -70,19 +70,22 @@ class Config:
     # Adam's epsilon in the separate cost optimiser (TF1's and optax's default 1e-8). The l1 cost's
     # gradient has one sign, so at the default Adam turns it into steps of lr_cost however small
     # sigma' is; a larger epsilon makes the cost's step shrink with its gradient below that scale.
-    # It did not cure the batched ER(5,3) (notes, stop 21): there the meta-gradient's Adam also
-    # drives the incentive logits to +-100s.
+    # It did not cure the batched ER(5,3) (1e-4 .. 0.1; notes, stops 21-22): while payments are
+    # large the cost's gradients are 1e-2..0.4, and it is the cost's Adam steps that grow the
+    # incentive weights (60-90% of them increase |w| at 2k iterations; the meta-gradient's shrink).
     cost_adam_eps: float = 1e-8
     # Adam's epsilon in the incentive (meta-gradient) optimiser, 1e-8 as above. The meta-gradient
     # carries the recipients' lr (|g| ~ 1e-7..1e-4 on ER), so at 1e-8 Adam steps every weight by
     # about lr_incentive whatever |g| is, also where sigma' has underflowed; an epsilon near the
-    # gradient's scale makes those steps shrink with it instead (notes, stop 22).
+    # gradient's scale makes those steps shrink with it instead. 1e-6 did not keep the batched
+    # ER(5,3)'s logits bounded (-660..+160 by 2k iterations; notes, stop 22).
     incentive_adam_eps: float = 1e-8
     # Not in the thesis (0 = off): adds logit_l2 * sum of squared pre-sigmoid incentive outputs on
     # tau to the cost's loss. With many episodes per update the cost's and the meta-gradient's Adams
     # push the shared layers apart at full rate, the logits reach +-100s and sigma' underflows, so
     # no payment can move again (notes, stops 21-22); the penalty keeps |logit| where the cost's
-    # gradient sigma' balances it (about 4-7 for 1e-3..1e-4).
+    # gradient sigma' balances it (about 4-7 for 1e-3..1e-4). On the batched ER(5,3) 1e-3 only
+    # slowed the growth (-420..+1330 at 4k iterations; notes, stop 22); larger values are untried.
     logit_l2: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
