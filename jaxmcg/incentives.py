@@ -51,19 +51,22 @@ def init_incentive(key, num_agents: int, example_obs: jax.Array, feature_dim: in
     return module, init_per_agent(module, key, num_agents, example_obs, extra)
 
 
+def off_diagonal(n: int) -> jax.Array:
+    """`[N, N]` float32 mask, 0 on the diagonal: no agent pays itself."""
+    return jnp.asarray(1.0 - np.eye(n), jnp.float32)
+
+
 def incentive_logits(module, eta, obs: jax.Array, features: jax.Array) -> jax.Array:
     """Pre-sigmoid incentive outputs, `[..., N giver, N recipient]`, diag 0; `features`
     `[..., N, k]` are the per-agent action features of this step's joint action."""
     n = features.shape[-2]
-    off_diagonal = jnp.asarray(1.0 - np.eye(n), jnp.float32)
-    return apply_per_agent(module, eta, obs, others_features(features)) * off_diagonal
+    return apply_per_agent(module, eta, obs, others_features(features)) * off_diagonal(n)
 
 
 def incentive_sigmoids(module, eta, obs: jax.Array, features: jax.Array) -> jax.Array:
     """Unscaled incentive outputs sigma_j(o^i, a^{-i}), `[..., N giver, N recipient]`, diag 0."""
     n = features.shape[-2]
-    off_diagonal = jnp.asarray(1.0 - np.eye(n), jnp.float32)
-    return jax.nn.sigmoid(incentive_logits(module, eta, obs, features)) * off_diagonal
+    return jax.nn.sigmoid(incentive_logits(module, eta, obs, features)) * off_diagonal(n)
 
 
 def received(given: jax.Array) -> jax.Array:

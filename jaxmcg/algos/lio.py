@@ -37,6 +37,7 @@ from jaxmcg.incentives import (
     incentive_logits,
     incentive_sigmoids,
     init_incentive,
+    off_diagonal,
     received,
 )
 from jaxmcg.losses import reinforce_loss, time_sum_env_mean
@@ -430,7 +431,7 @@ def fit_opponents(state: State, batch) -> State:
     if not state.config.decentralized:
         return state
     n = batch.reward.shape[-1]
-    others = jnp.asarray(1.0 - np.eye(n), jnp.float32)
+    others = off_diagonal(n)
 
     def nll(opp):
         lp = jnp.stack([
@@ -531,7 +532,7 @@ def given_metrics(state: State, batch) -> dict:
     given = batch.action.given * batch.valid[..., None, None]  # [T, E, N, N]
     z = incentive_logits(state.incentive, state.eta, batch.obs, state.action_features(batch.action.action))
     n = z.shape[-1]
-    pairs = batch.valid[..., None, None] * jnp.asarray(1.0 - np.eye(n), jnp.float32)
+    pairs = batch.valid[..., None, None] * off_diagonal(n)
     saturated = jnp.sum((jnp.abs(z) > 10.0) * pairs, axis=(0, 1, 3)) / jnp.maximum(
         jnp.sum(pairs, axis=(0, 1, 3)), 1.0)
     onehot = jax.nn.one_hot(batch.action.action, state.num_actions) * batch.valid[..., None, None]
