@@ -153,23 +153,27 @@ def test_cost_step_is_adam_with_its_epsilon():
 
 def test_meta_gradient_step_is_adam_with_its_epsilon():
     """With the cost switched off, one incentive step moves eta by Adam's first step on the
-    meta-gradient, -lr g / (|g| + incentive_adam_eps). The meta-gradient is small (it carries the
-    recipients' lr), so the default epsilon normalises it to steps of lr, and one above its scale
-    turns the step into lr g / eps, far below lr."""
+    meta-gradient, -lr g / (|g| + incentive_adam_eps), plus -lr * incentive_weight_decay * eta. The
+    meta-gradient is small (it carries the recipients' lr), so the default epsilon normalises it to
+    steps of lr, and one above its scale turns the step into lr g / eps, far below lr."""
     state, _, tau_hat = _frozen_batches(lio.Config())
     state = state.replace(has_prev=jnp.ones((), bool))
     meta = jax.tree_util.tree_leaves(lio.incentive_grads(
         state, state.prev_params, state.prev_batch, tau_hat, state.prev_eps))
     assert max(float(jnp.abs(g).max()) for g in meta) < 0.05  # small next to the eps of 1 below
-    for eps in (1e-8, 1.0):
-        config = lio.Config(lr_incentive=1e-3, cost_coef=0.0, incentive_adam_eps=eps)
+    eta = jax.tree_util.tree_leaves(state.eta)
+    for eps, decay in ((1e-8, 0.0), (1.0, 0.0), (1.0, 0.5)):
+        config = lio.Config(lr_incentive=1e-3, cost_coef=0.0, incentive_adam_eps=eps,
+                            incentive_weight_decay=decay)
         new, _ = jax.jit(lio.incentive_step)(state.replace(config=config), tau_hat)
         moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(jnp.subtract, new.eta, state.eta))
-        for d, g in zip(moved, meta):
-            g = np.asarray(g, np.float64)
-            np.testing.assert_allclose(d, -1e-3 * g / (np.abs(g) + eps), atol=5e-7, rtol=1e-3)
+        for d, g, w in zip(moved, meta, eta):
+            g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+            # AdamW's decoupled decay adds -lr * decay * eta to Adam's step
+            np.testing.assert_allclose(d, -1e-3 * (g / (np.abs(g) + eps) + decay * w),
+                                       atol=5e-7, rtol=1e-3)
         largest = max(float(np.abs(d).max()) for d in moved)
-        assert largest > 0.9e-3 if eps < 1e-6 else largest < 1e-4
+        assert largest > 0.9e-3 if eps < 1e-6 else largest < (1e-4 if not decay else 1e-3)
 
 
 def test_logit_penalty_is_the_squared_logit_of_the_payments():
@@ -215,6 +219,8 @@ def test_incentive_update_is_validated():
         lio.Config(incentive_adam_eps=-1.0).validate()
     with pytest.raises(ValueError, match="logit_l2=-0.1 is invalid; valid: a number >= 0"):
         lio.Config(logit_l2=-0.1).validate()
+    with pytest.raises(ValueError, match="incentive_weight_decay=-1.0 is invalid; valid: a number >= 0"):
+        lio.Config(incentive_weight_decay=-1.0).validate()
     with pytest.raises(ValueError, match="cost_adam_eps=0.0001 needs the separate cost optimiser"):
         lio.Config(cost_adam_eps=1e-4, separate_cost_optimizer=False).validate()
 

@@ -88,6 +88,12 @@ class Config:
     # gradient sigma' balances it (about 4-7 for 1e-3..1e-4). On the batched ER(5,3) 1e-3 only
     # slowed the growth (-420..+1330 at 4k iterations; notes, stop 22); larger values are untried.
     logit_l2: float = 0.0
+    # Not in the thesis (0 = off): decoupled weight decay on eta, as AdamW, applied once per
+    # incentive step: eta -= lr_incentive * incentive_weight_decay * eta. Adam moves a weight by about
+    # its lr whenever the gradient's sign persists, whatever sigma' is, so nothing else bounds the
+    # weights; the decay caps them near 1 / incentive_weight_decay and pulls saturated payments,
+    # whose gradients have underflowed, back to where sigma' is alive.
+    incentive_weight_decay: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
     eps_end: float = 0.1  # Table B.4 (0.3 for N=3)
@@ -135,8 +141,9 @@ class Config:
         for name in ("cost_adam_eps", "incentive_adam_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number > 0")
-        if not self.logit_l2 >= 0:
-            raise ValueError(f"logit_l2={self.logit_l2!r} is invalid; valid: a number >= 0")
+        for name in ("logit_l2", "incentive_weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number >= 0")
         if self.cost_adam_eps != 1e-8 and not self.separate_cost_optimizer:
             raise ValueError(f"cost_adam_eps={self.cost_adam_eps!r} needs the separate cost optimiser; "
                              "with separate_cost_optimizer=False the valid value is 1e-8 (unused)")
@@ -485,6 +492,9 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
         total = jax.tree_util.tree_map(jnp.add, meta, cost_grads)
         upd, eta_opt_state = eta_step(total, state.eta_opt_state)
         eta, cost_opt_state = optax.apply_updates(state.eta, upd), state.cost_opt_state
+    if c.incentive_weight_decay > 0:  # once, not once per giver's Adam as adamw would under all_givers
+        decay = c.lr_incentive * c.incentive_weight_decay
+        eta = jax.tree_util.tree_map(lambda e, e0: e - decay * e0, eta, state.eta)
     keep = state.has_prev  # the pipelined variant has nothing to validate on its first update
     pick = lambda new, old: jax.tree_util.tree_map(lambda x, y: jnp.where(keep, x, y), new, old)
     state = state.replace(
