@@ -92,7 +92,9 @@ class Config:
     # incentive step: eta -= lr_incentive * incentive_weight_decay * eta. Adam moves a weight by about
     # its lr whenever the gradient's sign persists, whatever sigma' is, so nothing else bounds the
     # weights; the decay caps them near 1 / incentive_weight_decay and pulls saturated payments,
-    # whose gradients have underflowed, back to where sigma' is alive.
+    # whose gradients have underflowed, back to where sigma' is alive. On the batched ER(5,3)
+    # (notes, stop 23) 1.0 and 0.3 keep |logit| <= 25 to 7k iterations, but all 10 seeds stay with
+    # everyone paid at the lever (P(lever) 0.999 by 8k); 0.1 does not bound them (-93..73 at 2k).
     incentive_weight_decay: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
