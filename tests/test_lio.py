@@ -206,6 +206,8 @@ def test_saturated_counts_payments_that_no_longer_move():
     np.testing.assert_array_equal(fresh, np.zeros(3))  # init logits are O(1)
     big = state.replace(eta=jax.tree_util.tree_map(lambda w: 1e4 * w, state.eta))
     np.testing.assert_array_equal(lio.given_metrics(big, tau)["lio/saturated"], np.ones(3))
+    one_giver = big.replace(config=lio.Config(givers=(0,)))  # non-givers pay nothing: never saturated
+    np.testing.assert_array_equal(lio.given_metrics(one_giver, tau)["lio/saturated"], [1.0, 0.0, 0.0])
 
 
 def test_incentive_update_is_validated():

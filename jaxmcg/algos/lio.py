@@ -253,6 +253,12 @@ def _sigmoids(state, eta, obs, actions) -> jax.Array:
     return sig * _giver_mask(state, actions.shape[-1])
 
 
+def _logits(state, eta, obs, actions) -> jax.Array:
+    """The givers' pre-sigmoid incentive outputs `[..., N giver, N recipient]`; 0 for non-givers."""
+    z = incentive_logits(state.incentive, eta, obs, state.action_features(actions))
+    return z * _giver_mask(state, actions.shape[-1])
+
+
 def act(state: State, obs, key, evaluate: bool = False):
     """Sample actions from the eps-mixed policies (eps = 0 when evaluating) and the incentives the
     givers pay for them; returns `(GiveAction, {})`."""
@@ -344,8 +350,7 @@ def incentive_cost(eta, state: State, batch) -> jax.Array:
 
 def logit_penalty(eta, state: State, batch) -> jax.Array:
     """sum_t (env mean) of the givers' squared pre-sigmoid incentive outputs on tau (`logit_l2`)."""
-    z = incentive_logits(state.incentive, eta, batch.obs, state.action_features(batch.action.action))
-    z = z * _giver_mask(state, z.shape[-1])
+    z = _logits(state, eta, batch.obs, batch.action.action)
     return time_sum_env_mean(jnp.sum(jnp.square(z), axis=(-1, -2)), batch.valid)
 
 
@@ -542,7 +547,7 @@ def given_metrics(state: State, batch) -> dict:
     """Incentives per episode given by each agent, received per step for each action, and each
     giver's fraction of payments with |logit| > 10 (sigma' < 5e-5: they no longer move)."""
     given = batch.action.given * batch.valid[..., None, None]  # [T, E, N, N]
-    z = incentive_logits(state.incentive, state.eta, batch.obs, state.action_features(batch.action.action))
+    z = _logits(state, state.eta, batch.obs, batch.action.action)  # non-givers read 0
     n = z.shape[-1]
     pairs = batch.valid[..., None, None] * off_diagonal(n)
     saturated = jnp.sum((jnp.abs(z) > 10.0) * pairs, axis=(0, 1, 3)) / jnp.maximum(
