@@ -199,6 +199,30 @@ def test_es_trials_are_asynchronous_clipped_and_vmappable():
     np.testing.assert_allclose(np.exp(logits).sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", d3c.ES_RETURNS)
+def test_es_return_with_frozen_learners(kind):
+    # Learners that never change: every episode returns raw = (-4, -4), the selfish TYB prey's
+    # scale (the IPD's is -10). "mixed" scores a trial by raw @ A~, which is lower when A~_ii rose
+    # only because a_i's own -4 weighs more, so lose-shift walks every A_ii down to the clip
+    # (d3c.md A11), as fast as A_ii fell in stop 24's TYB runs (0.99 -> 0.01 in 20k iterations).
+    # The other two measure nothing that a perturbation changes, and after the first trial
+    # (G_b = 0 > -4 may fire it once) never move.
+    raw = jnp.array([-4.0, -4.0])
+    cfg, state = _es(n=2, trial_min=10, trial_max=20)  # Table 1's TYB row
+    g = jax.jit(lambda s: d3c.es_return(kind, raw, s.trial_mixing, jnp.exp(s.log_mixing)))
+    np.testing.assert_allclose(g(state), raw @ (state.trial_mixing if kind == "mixed" else
+                                                jnp.exp(state.log_mixing) if kind != "raw"
+                                                else jnp.eye(2)), rtol=1e-6)
+    final, (m, states) = jax.jit(lambda s: _run_es(cfg, s, g, 20_000))(state)
+    self_weight = np.exp(np.diagonal(np.asarray(final.log_mixing)))
+    assert int(m["trial_done"].sum()) > 2000
+    if kind == "mixed":
+        assert self_weight.max() < 0.02, self_weight
+    else:
+        after_first = np.asarray(states.log_mixing)[100:]
+        np.testing.assert_array_equal(after_first, np.broadcast_to(after_first[0], after_first.shape))
+        assert self_weight.min() > 0.5, self_weight
+
 def test_bad_input_is_rejected_before_compiling():
     with pytest.raises(ValueError, match="row 1 sums to"):
         d3c.check_mixing_matrix(np.array([[0.5, 0.5], [0.7, 0.7]]))
@@ -208,6 +232,8 @@ def test_bad_input_is_rejected_before_compiling():
         d3c.Config(epsilon=-0.1).validate()
     with pytest.raises(ValueError, match="trial_min"):
         d3c.Config(trial_min=5, trial_max=2).validate()
+    with pytest.raises(ValueError, match="es_return='mean' is invalid; valid: mixed, raw, mixed_unp"):
+        d3c.Config(es_return="mean").validate()
     with pytest.raises(ValueError, match="n_agents"):
         jaxmcg.make("convex_pd", n_agents=1)
     with pytest.raises(ValueError, match="kappa"):
