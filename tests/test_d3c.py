@@ -210,9 +210,9 @@ def test_es_return_with_frozen_learners(kind):
     raw = jnp.array([-4.0, -4.0])
     cfg, state = _es(n=2, trial_min=10, trial_max=20)  # Table 1's TYB row
     g = jax.jit(lambda s: d3c.es_return(kind, raw, s.trial_mixing, jnp.exp(s.log_mixing)))
-    np.testing.assert_allclose(g(state), raw @ (state.trial_mixing if kind == "mixed" else
-                                                jnp.exp(state.log_mixing) if kind != "raw"
-                                                else jnp.eye(2)), rtol=1e-6)
+    weights = {"mixed": state.trial_mixing, "raw": jnp.eye(2),
+               "mixed_unperturbed": jnp.exp(state.log_mixing)}[kind]
+    np.testing.assert_allclose(g(state), raw @ weights, rtol=1e-6)
     final, (m, states) = jax.jit(lambda s: _run_es(cfg, s, g, 20_000))(state)
     self_weight = np.exp(np.diagonal(np.asarray(final.log_mixing)))
     assert int(m["trial_done"].sum()) > 2000
@@ -222,6 +222,7 @@ def test_es_return_with_frozen_learners(kind):
         after_first = np.asarray(states.log_mixing)[100:]
         np.testing.assert_array_equal(after_first, np.broadcast_to(after_first[0], after_first.shape))
         assert self_weight.min() > 0.5, self_weight
+
 
 def test_bad_input_is_rejected_before_compiling():
     with pytest.raises(ValueError, match="row 1 sums to"):
