@@ -97,7 +97,7 @@ class Config:
     # everyone paid at the lever (P(lever) 0.999 by 8k); 0.1 does not bound them (-93..73 at 2k).
     # Switched on (0.3) at 4.5k from the preset's checkpoint (notes, stop 24): of the two seeds then
     # at 16, one held at 17.0 to 9k and one slid from 7.5k (9.6 at 9k), where without it both fell
-    # to -4 by 6.5k; the three seeds not yet coordinated went back to the lever (two reach 16.7-17.0
+    # to -4 by 7k; the three seeds not yet coordinated went back to the lever (two reach 16.7-17.0
     # without it).
     incentive_weight_decay: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
