@@ -333,6 +333,13 @@ def current_mixing(state: State) -> jax.Array:
     return fixed_mixing(state.es.log_mixing.shape[0], state.config.mode)
 
 
+def unperturbed_mixing(state: State) -> jax.Array:
+    """A without the trials' perturbations: D3C's current rows, or the baselines' fixed matrix."""
+    if state.config.mode == "d3c":
+        return jnp.exp(state.es.log_mixing)
+    return current_mixing(state)
+
+
 def es_return(kind: str, returns, trial_mixing, mixing) -> jax.Array:
     """g of Algorithm 1 (`Config.es_return`) from the raw returns `[..., n]`: `returns` ("raw"),
     mixed by the trial's perturbed rows `trial_mixing` ("mixed", what the learners train on) or by
@@ -346,14 +353,14 @@ def update(state: State, batch):
     """Algorithm 3 then Algorithm 1: one learner update on rewards mixed by the perturbed rows,
     then each agent's trial bookkeeping with its (batch-mean, undiscounted) episode return."""
     c = state.config
-    mixed = batch.replace(reward=mix_rewards(batch.reward, current_mixing(state)))
+    trial = current_mixing(state)
+    mixed = batch.replace(reward=mix_rewards(batch.reward, trial))
     learner_state, metrics = state.learner.update(state.learner_state, mixed)
-    unperturbed = jnp.exp(state.es.log_mixing) if c.mode == "d3c" else current_mixing(state)
-    g = es_return(c.es_return, jnp.mean(episode_returns(batch), axis=0), current_mixing(state),
-                  unperturbed)
+    g = es_return(c.es_return, jnp.mean(episode_returns(batch), axis=0), trial,
+                  unperturbed_mixing(state))
     key, k = jax.random.split(state.key)
     es, es_metrics = es_step(k, state.es, g, c) if c.mode == "d3c" else (state.es, {})
-    a = jnp.exp(es.log_mixing) if c.mode == "d3c" else current_mixing(state)
+    a = unperturbed_mixing(state.replace(es=es))
     n = a.shape[0]
     off = ~jnp.eye(n, dtype=bool)
     diag = jnp.diag(a)
