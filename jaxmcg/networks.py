@@ -86,6 +86,58 @@ class ConvNet(nn.Module):
         return nn.Dense(self.out, use_bias=self.use_output_bias)(x)
 
 
+GLOROT = nn.initializers.glorot_uniform()  # TF's default kernel initialiser
+
+
+class LSTM(nn.Module):
+    """TF1's `LSTMCell(forget_bias)` (tanh), the cell of the authors' TF1 code (HSD's skill decoder,
+    the GTB critics): one Glorot-uniform kernel on [x, h] -> 4H and a zero bias, gates in TF's
+    (i, j, f, o) order, the forget bias added to the forget gate's pre-activation (flax's cells have
+    no such constant, hence written out).
+
+    `lstm(x[..., T, F], carry=None)` runs over the time axis -2 from `carry` (default zeros) and
+    returns the carries after each step, `(c, h)` each `[..., T, H]` (h is the output);
+    `lstm(x[..., F], carry, step=True)` takes one step and returns `(c, h)` `[..., H]`, so that a
+    value after a sequence's step t and one more input is `lstm(x_next, (c[..., t, :], h[..., t,
+    :]), step=True)`. With `truncation` k > 0 the gradient through the carry is stopped every k
+    steps (truncated BPTT: the forward values are unchanged)."""
+
+    hidden: int
+    forget_bias: float = 1.0
+    truncation: int = 0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, carry=None, *, step: bool = False):
+        h_dim = self.hidden
+        kernel = self.param("kernel", GLOROT, (x.shape[-1] + h_dim, 4 * h_dim))
+        bias = self.param("bias", nn.initializers.zeros, (4 * h_dim,))
+
+        def cell(carry, x_t):
+            c, h = carry
+            i, j, f, o = jnp.split(jnp.concatenate([x_t, h], axis=-1) @ kernel + bias, 4, axis=-1)
+            c = jax.nn.sigmoid(f + self.forget_bias) * c + jax.nn.sigmoid(i) * jnp.tanh(j)
+            return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+
+        if step:
+            return cell(carry, x)
+        if carry is None:
+            zeros = jnp.zeros(x.shape[:-2] + (h_dim,), x.dtype)
+            carry = (zeros, zeros)
+
+        def body(carry, inputs):
+            t, x_t = inputs
+            if self.truncation > 0:
+                cut = (t > 0) & (t % self.truncation == 0)
+                carry = jax.tree_util.tree_map(
+                    lambda v: jnp.where(cut, jax.lax.stop_gradient(v), v), carry)
+            carry = cell(carry, x_t)
+            return carry, carry
+
+        xs = jnp.moveaxis(x, -2, 0)
+        _, (cs, hs) = jax.lax.scan(body, carry, (jnp.arange(xs.shape[0]), xs))
+        return jnp.moveaxis(cs, 0, -2), jnp.moveaxis(hs, 0, -2)
+
+
 def network(kind: str, hidden, out: int, use_output_bias: bool = True) -> nn.Module:
     """Torso + linear head for actors, critics and incentive functions: `kind` in `NETWORKS`."""
     if kind == "mlp":

@@ -7,9 +7,7 @@ consecutive kept steps: a `[ceil(t_seg / k_skip) - 1, obs_truncate]` input ([4, 
 defaults). The model is the authors' bidirectional LSTM (128 units per direction), whose per-step
 outputs [forward, backward] are averaged over time and mapped by a dense layer to K logits.
 
-The LSTM cell is TF1's `LSTMCell(forget_bias=1.0)` written out: one Glorot-uniform kernel on
-[x, h] -> 4H with a zero bias, gates in TF's (i, j, f, o) order, and the forget bias added to the
-forget gate's pre-activation (flax's cells have no such constant, hence hand-rolled).
+The LSTM cell is TF1's `LSTMCell(forget_bias=1.0)` (`jaxmcg.networks.LSTM`).
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_GLOROT = nn.initializers.glorot_uniform()  # TF's default kernel initialiser
+from jaxmcg.networks import GLOROT, LSTM
 
 
 def segment_length(t_seg: int, k_skip: int) -> int:
@@ -34,30 +32,6 @@ def preprocess(segment: jax.Array, k_skip: int, obs_truncate: int) -> jax.Array:
     return kept[..., 1:, :] - kept[..., :-1, :]
 
 
-class LSTM(nn.Module):
-    """One direction of TF1's `LSTMCell` (tanh) over the time axis -2: `x[..., T, F] -> h[..., T, H]`."""
-
-    hidden: int
-    forget_bias: float = 1.0
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h_dim = self.hidden
-        kernel = self.param("kernel", _GLOROT, (x.shape[-1] + h_dim, 4 * h_dim))
-        bias = self.param("bias", nn.initializers.zeros, (4 * h_dim,))
-
-        def cell(carry, x_t):
-            c, h = carry
-            i, j, f, o = jnp.split(jnp.concatenate([x_t, h], axis=-1) @ kernel + bias, 4, axis=-1)
-            c = jax.nn.sigmoid(f + self.forget_bias) * c + jax.nn.sigmoid(i) * jnp.tanh(j)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
-            return (c, h), h
-
-        zeros = jnp.zeros(x.shape[:-2] + (h_dim,), x.dtype)
-        _, hs = jax.lax.scan(cell, (zeros, zeros), jnp.moveaxis(x, -2, 0))
-        return jnp.moveaxis(hs, 0, -2)
-
-
 class SkillDecoder(nn.Module):
     """`SkillDecoder(num_skills)(x[..., T, F]) -> logits[..., K]` (softmax gives p_psi(z | tau))."""
 
@@ -66,12 +40,12 @@ class SkillDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        forward = LSTM(self.hidden, name="forward")(x)
+        forward = LSTM(self.hidden, name="forward")(x)[1]
         # static_bidirectional_rnn: the backward cell reads the reversed sequence, its outputs are
         # reversed back so that step t holds [forward_t, backward_t]
-        backward = jnp.flip(LSTM(self.hidden, name="backward")(jnp.flip(x, axis=-2)), axis=-2)
+        backward = jnp.flip(LSTM(self.hidden, name="backward")(jnp.flip(x, axis=-2))[1], axis=-2)
         pooled = jnp.mean(jnp.concatenate([forward, backward], axis=-1), axis=-2)
-        return nn.Dense(self.num_skills, kernel_init=_GLOROT, name="out")(pooled)
+        return nn.Dense(self.num_skills, kernel_init=GLOROT, name="out")(pooled)
 
 
 def skill_probability(decoder: SkillDecoder, params, x: jax.Array, skill: jax.Array) -> jax.Array:

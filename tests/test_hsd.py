@@ -297,25 +297,6 @@ def test_gradients_of_the_three_losses_match_finite_differences(episode, x64):
                            state.decoder_params, jax.random.PRNGKey(6))
 
 
-def test_lstm_cell_is_tf_lstmcell_with_forget_bias():
-    """One step of `LSTM` against TF1 LSTMCell's equations written in numpy: gates (i, j, f, o) from
-    one kernel on [x, h], c = sigma(f + 1) c + sigma(i) tanh(j), h = sigma(o) tanh(c)."""
-    lstm = SD.LSTM(5)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 3, 4)).astype(np.float32)
-    w = np.asarray(jax.jit(lstm.init)(jax.random.PRNGKey(1), x)["params"]["kernel"])
-    assert w.shape == (4 + 5, 4 * 5)
-    bias = rng.normal(size=20).astype(np.float32)
-    out = np.asarray(jax.jit(lstm.apply)({"params": {"kernel": w, "bias": bias}}, x))
-    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
-    c = h = np.zeros((2, 5))
-    for t in range(3):
-        i, j, f, o = np.split(np.concatenate([x[:, t], h], 1) @ w + bias, 4, 1)
-        c = sig(f + 1.0) * c + sig(i) * np.tanh(j)
-        h = sig(o) * np.tanh(c)
-        np.testing.assert_allclose(out[:, t], h, rtol=1e-5, atol=1e-6)
-
-
 def test_decoder_probabilities_and_learning_on_separable_segments():
     """Probabilities sum to 1; trained on segments whose skill shifts one feature's trend, the
     decoder's mean p(z_true | tau) on fresh segments goes from about 1/K to near 1."""
