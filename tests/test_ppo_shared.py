@@ -1,6 +1,8 @@
 """PPO with a shared policy (jaxmcg.algos.ppo_shared, gtb.md §8.2, §8.4): masked floored policy,
-the losses by hand, finite-difference gradients through the conv trunk, config checks, and a short
-GTB learning run."""
+the losses by hand, the recurrent critic, finite-difference gradients through the conv trunk and the
+LSTM, config checks, and a short GTB learning run."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,12 +39,22 @@ def test_floored_masked_policy():
 
 @pytest.fixture(scope="module")
 def small():
-    """A conv-trunk state (small widths) and a 3-step batch of 2 GTB environments."""
-    config = P.Config(hidden=(16,), conv_filters=2, conv_kernel=3, eps_start=0.2, eps_end=0.2)
+    """A conv-trunk state (small widths, feed-forward critic) and a 3-step batch of 2 GTB
+    environments."""
+    config = P.Config(hidden=(16,), conv_filters=2, conv_kernel=3, eps_start=0.2, eps_end=0.2,
+                      critic_lstm=0)
     state = P.init(jax.random.PRNGKey(0), ENV, PARAMS, config)
     batch = episode_rollout(ENV, PARAMS, lambda obs, k: P.act(state, obs, k), jax.random.PRNGKey(1),
                             2, 3)
     return state, batch.replace(reward=batch.reward + jnp.linspace(-1, 1, 24).reshape(3, 2, 4))
+
+
+@pytest.fixture(scope="module")
+def small_lstm(small):
+    """The same with §8.2's recurrent critic (8 units) and the same batch."""
+    state, batch = small
+    config = dataclasses.replace(state.config, critic_lstm=8)
+    return P.init(jax.random.PRNGKey(0), ENV, PARAMS, config), batch
 
 
 def test_shared_parameters_and_masks(small):
@@ -84,20 +96,47 @@ def test_losses_by_hand(small):
     np.testing.assert_allclose(np.asarray(P.advantages(state, batch)), want, rtol=1e-4, atol=1e-5)
 
 
+def test_recurrent_critic(small_lstm):
+    """V(o_t) depends on o_0..o_t only; V(o'_t) continues the episode (= V(o_{t+1}) where o'_t is
+    the next step's observation, as in a GTB episode's first steps); the critic loss is the TD(0)
+    error against the target critic's V(o'_t), and GAE uses the main critic's."""
+    state, batch = small_lstm
+    c = state.config
+    v, v_next = (np.asarray(x) for x in P.critic_values(state, state.critic_params, batch))
+    assert v.shape == v_next.shape == batch.reward.shape
+    np.testing.assert_allclose(v_next[:-1], v[1:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(P.values(state, state.critic_params, batch.obs)), v,
+                               rtol=1e-6)
+    later = jax.tree_util.tree_map(lambda x: x.at[2].set(x[0]), batch.obs)  # change step 2 only
+    v_later = np.asarray(P.values(state, state.critic_params, later))
+    np.testing.assert_array_equal(v_later[:2], v[:2])
+    assert np.max(np.abs(v_later[2] - v[2])) > 1e-4
+    target = np.asarray(batch.reward) + c.gamma * np.asarray(
+        P.critic_values(state, state.target_params, batch)[1])
+    np.testing.assert_allclose(float(P.critic_loss(state.critic_params, state, batch)),
+                               np.mean((target - v) ** 2), rtol=1e-5)
+    delta = np.asarray(batch.reward) + c.gamma * v_next - v
+    want = np.zeros_like(delta)
+    for t in reversed(range(3)):
+        want[t] = delta[t] + (c.gamma * c.gae_lambda * want[t + 1] if t < 2 else 0.0)
+    np.testing.assert_allclose(np.asarray(P.advantages(state, batch)), want, rtol=1e-4, atol=1e-5)
+
+
+def _jitter(tree, seed):
+    leaves, treedef = jax.tree_util.tree_flatten(f64(tree))
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return treedef.unflatten([x + 0.05 * jax.random.normal(k, x.shape, x.dtype)
+                              for x, k in zip(leaves, keys)])
+
+
 def test_gradients_match_finite_differences(small, x64):
     """Actor loss (clipped ratios included: old log-probs perturbed) and critic loss through the conv
     trunk, float64, against central differences. The parameters are jittered first: at init the
     biases are 0 and out-of-map cells are all-zero inputs, so many ReLUs sit exactly at their kink."""
     state, batch = small
-
-    def jitter(tree, seed):
-        leaves, treedef = jax.tree_util.tree_flatten(f64(tree))
-        keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-        return treedef.unflatten([x + 0.05 * jax.random.normal(k, x.shape, x.dtype)
-                                  for x, k in zip(leaves, keys)])
-
-    state = state.replace(params=jitter(state.params, 6), critic_params=jitter(state.critic_params, 7),
-                          target_params=jitter(state.target_params, 8))
+    state = state.replace(params=_jitter(state.params, 6),
+                          critic_params=_jitter(state.critic_params, 7),
+                          target_params=_jitter(state.target_params, 8))
     batch = f64(batch)
     rng = np.random.default_rng(3)
     old = P.policy_log_probs(state, state.params, batch.obs, 0.2)
@@ -109,11 +148,23 @@ def test_gradients_match_finite_differences(small, x64):
                            jax.random.PRNGKey(5), h=1e-6, scale=0.1)
 
 
+def test_recurrent_critic_gradient_matches_finite_differences(small_lstm, x64):
+    """The critic loss through the LSTM (full-episode BPTT), float64. (Truncation gives a biased
+    gradient by design: test_networks checks what it cuts.)"""
+    state, batch = small_lstm
+    state = state.replace(critic_params=_jitter(state.critic_params, 7),
+                          target_params=_jitter(state.target_params, 8))
+    batch = f64(batch)
+    assert_grad_matches_fd(lambda p: P.critic_loss(p, state, batch), state.critic_params,
+                           jax.random.PRNGKey(5), h=1e-6, scale=0.1)
+
+
 def test_bad_config_rejected():
     key = jax.random.PRNGKey(0)
     for bad, needle in ((P.Config(clip=0.0), "clip"), (P.Config(c_v=1.5), "c_v"),
-                        (P.Config(critic_lstm=True), "critic_lstm"), (P.Config(grad_clip=-1.0),
-                                                                      "grad_clip")):
+                        (P.Config(critic_lstm=-1), "critic_lstm"),
+                        (P.Config(critic_truncation=1.5), "critic_truncation"),
+                        (P.Config(grad_clip=-1.0), "grad_clip")):
         assert_rejected_before_compiling(lambda bad=bad: P.init(key, ENV, PARAMS, bad),
                                          [needle])
 

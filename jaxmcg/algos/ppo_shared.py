@@ -11,15 +11,18 @@ Per iteration, on the whole batch of episodes (every agent's samples pooled, gtb
 * actor: ONE Adam step on  -mean min(rho A, clip(rho, 1 +- clip) A) - c_entropy mean H(pi),
   rho and H of the floored policy, means over (time, env, agent), no minibatches (§8.2);
 * critic: ONE Adam step on mean (V(o) - (r + gamma V_target(o')))^2, then the soft target update
-  V_target <- c_v V + (1 - c_v) V_target (§8.2);
+  V_target <- c_v V + (1 - c_v) V_target (§8.2); the critic is recurrent (below), V(o') the value
+  after one more LSTM step on o' from the carry after o;
 * optional global-norm gradient clipping (G7: 10 for US-federal and dual-RL agents).
 
 The observation is split by the environment's `split_obs` hook into {"tensor", "vector",
 "action_mask"} (GTB); an environment without the hook gives a flat vector and no mask. The network
 is §8.2's: two 5x5 SAME convolutions of 6 filters (ReLU) on the tensor, flattened, a dense layer to
 the vector's length (ReLU), concatenated with the vector, then the `hidden` ReLU layers and the
-output. The critic has the same trunk; it is feed-forward here, not the LSTM(128) of §8.2 (see
-`Config.critic_lstm`: not implemented).
+output. The critic has the same trunk and hidden layers, then §8.2's LSTM(128) run over the
+episode's steps from a zero state (`critic_lstm` units; TF1's cell, as [MG]; 0 gives a feed-forward
+critic), then a linear head. A batch is whole episodes from their first step (`episode_rollout`),
+so the LSTM's time axis is the batch's axis 0.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from flax import struct
 from jaxmcg import distributions as D
 from jaxmcg.algos.ippo import categorical_kl
 from jaxmcg.losses import clipped_surrogate, masked_mean
+from jaxmcg.networks import LSTM
 from jaxmcg.policy import num_actions
 from jaxmcg.returns import gae
 
@@ -62,7 +66,10 @@ class Config:
     eps_div: float = 5000.0
     floor_valid_only: bool = False  # [MG] floors over all |A| (§8.2); True: eps / #valid on valid
     grad_clip: float | None = 10.0  # G7: global norm, dual-RL and US-federal agents; None: MetaGrad
-    critic_lstm: bool = False  # §8.2's LSTM(128) critic: not implemented (True is rejected)
+    critic_lstm: int = 128  # §8.2: LSTM units after the critic's hidden layers; 0: feed-forward
+    # G8: the thesis says "LSTM truncation 50" [T L2007], [MG] backpropagates through the whole
+    # 100-step episode; 0 (the spec's default) is the full episode, k > 0 cuts the gradient every k
+    critic_truncation: int = 0
 
     def validate(self) -> None:
         if not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden):
@@ -80,8 +87,10 @@ class Config:
             raise ValueError(f"c_entropy={self.c_entropy} is invalid: must be >= 0")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip={self.grad_clip} is invalid: must be > 0 or None")
-        if self.critic_lstm:
-            raise ValueError("critic_lstm=True is not implemented; valid: False (feed-forward critic)")
+        for name in ("critic_lstm", "critic_truncation"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}={v!r} is invalid: must be an integer >= 0 (0: off)")
 
 
 class Net(nn.Module):
@@ -110,6 +119,44 @@ class Net(nn.Module):
         return nn.Dense(self.out)(x)
 
 
+class RecurrentNet(nn.Module):
+    """`Net`'s trunk and `hidden` ReLU layers per step, an LSTM(`units`) over time, a linear head of
+    `out` units: §8.2's agents' critic (out 1) and, with curriculum, §8.3's MetaGrad incentive
+    function and ID critic. Inputs are episodes from their first step with time on axis 0:
+
+    * `net(parts)` -> `[T, ..., out]`, from a zero state;
+    * `net(parts, next_parts)` -> that and the head after one more LSTM step on `next_parts[t]` from
+      the carry after step t (the next state's value in the same episode, also where it is a final
+      observation and the next step's a reset's);
+    * `net(parts_t, carry=(c, h), step=True)` -> `(out [..., out], (c, h))`: one step, for acting
+      online (`carry` zeros at an episode's start)."""
+
+    hidden: Sequence[int]
+    out: int
+    units: int
+    conv: bool = True
+    filters: int = 6
+    kernel: int = 5
+    truncation: int = 0
+    use_output_bias: bool = True
+
+    @nn.compact
+    def __call__(self, parts, next_parts=None, carry=None, step: bool = False):
+        trunk = Net(tuple(self.hidden[:-1]), self.hidden[-1], self.conv, self.filters, self.kernel)
+        lstm = LSTM(self.units, truncation=self.truncation)
+        head = nn.Dense(self.out, use_bias=self.use_output_bias)
+        if step:
+            carry = lstm(nn.relu(trunk(parts)), carry, step=True)
+            return head(carry[1]), carry
+        over_time = lambda f: jnp.moveaxis(f, 0, -2)  # noqa: E731  (the LSTM's time is axis -2)
+        carry = lstm(over_time(nn.relu(trunk(parts))))
+        out = jnp.moveaxis(head(carry[1]), -2, 0)
+        if next_parts is None:
+            return out
+        _, h_next = lstm(over_time(nn.relu(trunk(next_parts))), carry, step=True)
+        return out, jnp.moveaxis(head(h_next), -2, 0)
+
+
 @struct.dataclass
 class State:
     params: dict  # the shared policy
@@ -120,7 +167,7 @@ class State:
     iteration: jax.Array
     config: Config = struct.field(pytree_node=False)
     policy: Net = struct.field(pytree_node=False)
-    critic: Net = struct.field(pytree_node=False)
+    critic: nn.Module = struct.field(pytree_node=False)  # Net, or RecurrentNet (critic_lstm)
     split: object = struct.field(pytree_node=False)  # obs -> {"tensor"?, "vector", "action_mask"?}
 
 
@@ -150,7 +197,8 @@ def init(key, env, env_params, config: Config) -> State:
     example = {k: v for k, v in example.items() if k != "action_mask"}
     kw = dict(conv=config.conv, filters=config.conv_filters, kernel=config.conv_kernel)
     policy = Net(config.hidden, num_actions(env, env_params), **kw)
-    critic = Net(config.hidden, 1, **kw)
+    critic = (RecurrentNet(config.hidden, 1, config.critic_lstm, truncation=config.critic_truncation,
+                           **kw) if config.critic_lstm else Net(config.hidden, 1, **kw))
     k_policy, k_critic = jax.random.split(key)
     params = policy.init(k_policy, example)["params"]
     critic_params = critic.init(k_critic, example)["params"]
@@ -179,18 +227,30 @@ def floored_log_probs(logits, mask, eps, valid_only: bool = False):
 def policy_log_probs(state: State, params, obs, eps):
     """Floored log pi of every agent `[..., N, A]`, the one network applied to each agent's
     observation."""
-    parts = state.split(obs)
-    mask = parts.get("action_mask")
-    logits = state.policy.apply({"params": params},
-                                {k: v for k, v in parts.items() if k != "action_mask"})
+    mask = state.split(obs).get("action_mask")
+    logits = state.policy.apply({"params": params}, _net_inputs(state, obs))
     return floored_log_probs(logits, None if mask is None else mask > 0.5, eps,
                              state.config.floor_valid_only)
 
 
+def _net_inputs(state: State, obs):
+    return {k: v for k, v in state.split(obs).items() if k != "action_mask"}
+
+
 def values(state: State, critic_params, obs):
-    parts = state.split(obs)
-    return state.critic.apply({"params": critic_params},
-                              {k: v for k, v in parts.items() if k != "action_mask"})[..., 0]
+    """V(o) `[...]`; for the recurrent critic `obs` is an episode from its first step (time on
+    axis 0)."""
+    return state.critic.apply({"params": critic_params}, _net_inputs(state, obs))[..., 0]
+
+
+def critic_values(state: State, critic_params, batch):
+    """`(V(o_t), V(o'_t))` `[T, E, N]` on a batch of episodes: the recurrent critic's next value is
+    one more LSTM step from the carry after o_t (`RecurrentNet`)."""
+    if not state.config.critic_lstm:
+        return values(state, critic_params, batch.obs), values(state, critic_params, batch.next_obs)
+    v, v_next = state.critic.apply({"params": critic_params}, _net_inputs(state, batch.obs),
+                                   _net_inputs(state, batch.next_obs))
+    return v[..., 0], v_next[..., 0]
 
 
 def epsilon(state: State):
@@ -206,8 +266,7 @@ def act(state: State, obs, key, evaluate: bool = False):
 def advantages(state: State, batch):
     """GAE(gamma, lambda) `[T, E, N]` of the main critic, bootstrapping V(o') at every step (§8.2)."""
     c = state.config
-    v = values(state, state.critic_params, batch.obs)
-    v_next = values(state, state.critic_params, batch.next_obs)
+    v, v_next = critic_values(state, state.critic_params, batch)
     return gae(batch.reward, v, v_next, batch.valid[..., None], c.gamma, c.gae_lambda)
 
 
@@ -225,7 +284,7 @@ def actor_loss(params, state: State, batch, old_log_probs, adv, eps):
 
 def critic_loss(critic_params, state: State, batch):
     """mean (V(o) - (r + gamma V_target(o')))^2 over valid samples, no terminal masking (§8.2)."""
-    target = batch.reward + state.config.gamma * values(state, state.target_params, batch.next_obs)
+    target = batch.reward + state.config.gamma * critic_values(state, state.target_params, batch)[1]
     v = values(state, critic_params, batch.obs)
     return masked_mean(jnp.square(v - jax.lax.stop_gradient(target)), batch.valid)
 
