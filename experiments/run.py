@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo-param", "--algo_param", action="append", dest="algo_param", default=[])
     p.add_argument("--out")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--init-agents-from", "--init_agents_from", metavar="DIR",
+                   dest="init_agents_from",
+                   help="start the agents from the trained weights (policy and critic) of the run "
+                        "in DIR: GTB's curriculum Phase 2 from Phase 1 (jaxmcg.warm_start)")
     p.add_argument("--checkpoint-every", type=int, default=10, dest="checkpoint_every",
                    help="chunks (logged points) between checkpoints")
     p.add_argument("--target", type=float, default=None,
@@ -160,6 +164,10 @@ def resolve(args) -> dict:
     from jaxmcg.train import TrainConfig
 
     TrainConfig(**train).validate()
+    init_agents_from = args.init_agents_from
+    if preset.get("warm_start") and not init_agents_from:
+        raise UsageError(f"--preset {args.preset} starts from trained agents: give "
+                         f"--init-agents-from DIR, DIR a run of {preset['warm_start']}")
     seeds = args.seeds if args.seeds is not None else 1
     if seeds <= 0:
         raise UsageError(f"--seeds={seeds} is invalid: must be a positive integer")
@@ -171,6 +179,7 @@ def resolve(args) -> dict:
         "algo_config": _jsonable(dataclasses.asdict(config)), "algo_params": _jsonable(algo_params),
         "train": train, "seeds": seeds, "seed": args.seed, "preset": args.preset,
         "sweep": sweep or None, "devices": args.devices or 1,
+        "init_agents_from": init_agents_from and os.path.abspath(init_agents_from),
     }
 
 
@@ -247,7 +256,7 @@ def main(argv=None, _stop_after_chunks: int | None = None) -> int:
             cfg = resolve(args)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = args.out or os.path.join("runs", f"{cfg['algo']}-{cfg['env']}-{stamp}")
-        program = runner.prepare(cfg)
+        program = runner.prepare(cfg, warm_start=not args.resume)
     except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

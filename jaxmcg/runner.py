@@ -131,13 +131,16 @@ class Program:
     hyper: Callable  # () -> hp alone (what a resumed run needs besides the checkpoint)
     chunk: Callable  # (hp, runner) -> (runner, metrics), jitted, metrics replicated
     n_chunks: int
+    warm_start: Callable | None = None  # runner -> runner with the agents of `init_agents_from`
 
     @property
     def n_seeds(self) -> int:
         return self.cfg["seeds"]
 
 
-def prepare(cfg: dict) -> Program:
+def prepare(cfg: dict, warm_start: bool = True) -> Program:
+    """Check and trace `cfg`'s program. With `cfg["init_agents_from"]` (and `warm_start`, which a
+    resumed run turns off) the source run is checked against this one here, before compiling."""
     algo, env, env_params, config, train_config = build(cfg)
     points = grid_points(cfg.get("sweep") or {})
     n_seeds, n_runs = cfg["seeds"], len(points) * cfg["seeds"]
@@ -173,8 +176,19 @@ def prepare(cfg: dict) -> Program:
     init = jax.jit(init_all, out_shardings=runs)
     chunk = jax.jit(jax.vmap(chunk_one, spmd_axis_name=RUNS), in_shardings=(runs, runs),
                     out_shardings=(runs, everywhere))
-    return Program(cfg, train_config, points, mesh, init, jax.jit(hp_all, out_shardings=runs), chunk,
-                   train_config.iterations // train_config.log_every)
+    program = Program(cfg, train_config, points, mesh, init, jax.jit(hp_all, out_shardings=runs),
+                      chunk, train_config.iterations // train_config.log_every)
+    if warm_start and cfg.get("init_agents_from"):
+        program.warm_start = _warm_start_loader(program)
+    return program
+
+
+def _warm_start_loader(program: Program) -> Callable:
+    from jaxmcg.warm_start import prepare_loader
+
+    _, abstract = jax.eval_shape(program.init)
+    return prepare_loader(program.cfg["init_agents_from"], abstract, program.n_seeds,
+                          runs_sharding(program.mesh))
 
 
 def _point_dirs(out: str, program: Program) -> list[str]:
@@ -189,7 +203,7 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
     """Train `cfg` (from `experiments.run.resolve`) and write the run files under `out`. A sweep
     writes one directory per point (`point-000`, ...) with the usual files, and a `summary.json`
     listing the points. With several processes every process runs this; process 0 writes."""
-    program = program or prepare(cfg)
+    program = program or prepare(cfg, warm_start=not resume)
     n_seeds, n_points = program.n_seeds, len(program.points)
     main = is_main_process()
     dirs = _point_dirs(out, program)
@@ -218,6 +232,8 @@ def run_loop(cfg: dict, out: str, resume: bool = False, checkpoint_every: int = 
         runner, meta = ckpt.restore(abstract)
     else:
         hp, runner = program.init()
+        if cfg.get("init_agents_from"):  # not when resuming: the checkpoint holds them already
+            runner = (program.warm_start or _warm_start_loader(program))(runner)
     t0 = time.perf_counter()
     compiled = program.chunk.lower(hp, runner).compile()
     compile_time = time.perf_counter() - t0

@@ -107,8 +107,8 @@ def test_outputs_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
     real_prepare, concrete_inits = runner.prepare, []
 
-    def prepare(cfg):
-        program = real_prepare(cfg)
+    def prepare(cfg, **kwargs):
+        program = real_prepare(cfg, **kwargs)
 
         def init():
             out = program.init()
@@ -190,7 +190,8 @@ def test_every_preset_resolves_to_a_valid_configuration():
     from experiments.presets import PRESETS
 
     for name, preset in PRESETS.items():
-        resolved = run.resolve(run.build_parser().parse_args(["--preset", name]))
+        warm = ["--init-agents-from", "phase-1"] if preset.get("warm_start") else []
+        resolved = run.resolve(run.build_parser().parse_args(["--preset", name, *warm]))
         assert resolved["train"]["iterations"] % resolved["train"]["log_every"] == 0, name
         # a preset is the whole configuration: its algo_params over the Config defaults, nothing
         # from the family defaults (which gave the one-episode MetaGrad presets a zero baseline)
