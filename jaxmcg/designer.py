@@ -158,11 +158,14 @@ class ObserveDesigner(Wrapper):
 
 
 def wrap_designer(env, config=None):
-    """`ObserveDesigner(env)`, or `TaxDesign(env)` for a tax economy (GTB, gtb.md §7), or `env` if
-    it is wrapped already (the algorithms' `wrap_env`)."""
+    """`ObserveDesigner(env)`, or `TaxDesign(env)` for a tax economy (GTB, gtb.md §7; with room for
+    the (c, h) of `config.designer_lstm` units, MetaGrad's recurrent designer), or `env` if it is
+    wrapped already (the algorithms' `wrap_env`)."""
     if isinstance(env, (ObserveDesigner, TaxDesign)):
         return env
-    return TaxDesign(env) if is_tax_env(env) else ObserveDesigner(env)
+    if not is_tax_env(env):
+        return ObserveDesigner(env)
+    return TaxDesign(env, memory=2 * getattr(config, "designer_lstm", 0))
 
 
 def paid_by_type(values: jax.Array, action_type: jax.Array) -> jax.Array:
@@ -355,6 +358,18 @@ def designer_values(state, params, obs) -> jax.Array:
     return state.critic.apply({"params": params}, obs)[..., 0]
 
 
+def designer_critic_values(state, params, info):
+    """`(V(s_t), V(s'_t))` `[T, E]` on the views `info["designer_obs"]`, `info["designer_next_obs"]`;
+    a recurrent critic (`ppo_shared.RecurrentNet`) runs over the episode and takes s'_t as one more
+    step from the carry after s_t."""
+    if getattr(state.critic, "units", 0):
+        v, v_next = state.critic.apply({"params": params}, info["designer_obs"],
+                                       info["designer_next_obs"])
+        return v[..., 0], v_next[..., 0]
+    return (designer_values(state, params, info["designer_obs"]),
+            designer_values(state, params, info["designer_next_obs"]))
+
+
 def designer_advantages(state, batch, rewards) -> jax.Array:
     """`[T, E]`: the discounted return of `rewards` (`config.advantage == "return"`) or GAE from
     the designer's critic (standard (gamma lambda)^(l - t), A15); the bootstrap stops at
@@ -362,8 +377,7 @@ def designer_advantages(state, batch, rewards) -> jax.Array:
     c, info = state.config, batch.info
     if c.advantage == "return":
         return discounted_returns(rewards, batch.valid, c.gamma)
-    v = designer_values(state, state.critic_params, info["designer_obs"])
-    v_next = designer_values(state, state.critic_params, info["designer_next_obs"])
+    v, v_next = designer_critic_values(state, state.critic_params, info)
     not_done = 1.0 - batch.terminated.astype(rewards.dtype)
     return jax.lax.stop_gradient(gae(rewards, v, v_next * not_done, batch.valid, c.gamma,
                                      c.gae_lambda))
@@ -375,11 +389,11 @@ def designer_critic_step(state, batch, rewards):
     §3.6). Returns `(state, loss)`."""
     c, info = state.config, batch.info
     not_done = 1.0 - batch.terminated.astype(rewards.dtype)
-    target = jax.lax.stop_gradient(rewards + c.gamma * not_done * designer_values(
-        state, state.target_params, info["designer_next_obs"]))
+    target = jax.lax.stop_gradient(rewards + c.gamma * not_done * designer_critic_values(
+        state, state.target_params, info)[1])
 
     def loss(p):
-        err = target - designer_values(state, p, info["designer_obs"])
+        err = target - designer_critic_values(state, p, info)[0]
         return jnp.sum(jnp.square(err) * batch.valid) / jnp.maximum(jnp.sum(batch.valid), 1.0)
 
     value, grads = jax.value_and_grad(loss)(state.critic_params)

@@ -10,6 +10,11 @@ action pytree:
   CURRENT state {"tensor" [15, 15, 8], "vector" [118]} (G4 "foundation"), "rates": the rates in
   force [7], "period_start": 1.0 where this step opens a tax period (`tax_pos == 1`)}`;
 * action `{"agents": int[N], "tax_rates": float[7]}` (gtb.md §11.1);
+* with `TaxDesign(env, memory=M)` (MetaGrad's recurrent incentive function with curriculum, §8.3)
+  the action also holds `"designer_memory"` [M], the designer's recurrent state after this step,
+  which the wrapper keeps (zeros at every reset) and shows as the next observation's
+  `"designer_memory"`: the rollout carries only the environment, so the designer's state rides in
+  it;
 * `info` adds `designer_obs` (the view before the step), `designer_next_obs` (after the step,
   before any reset), `designer_reward` = R^ID_t = 0.01 prod_t eq_t ([MG] `r_scalar`, §5.3) and
   `build_payment` [N] (the agents' skills, for per-skill statistics).
@@ -63,6 +68,7 @@ def is_tax_env(env) -> bool:
 class TaxState:
     inner: Any  # the economy's state
     view: Any  # the planner view of `inner`
+    memory: Any = None  # the designer's recurrent state [M] (`TaxDesign(env, memory=M)`), or None
 
     @property
     def time(self):
@@ -75,7 +81,7 @@ class TaxDesign(Wrapper):
     the state after any reset; that view is carried in the state, so the view before a step (in
     `info`) is not rendered again."""
 
-    def __init__(self, env):
+    def __init__(self, env, memory: int = 0):
         if isinstance(env, TaxDesign):
             raise ValueError("the environment is a TaxDesign already")
         name = _class_name(env)
@@ -86,6 +92,7 @@ class TaxDesign(Wrapper):
             raise ValueError(f"designer_obs='none' gives {env.name}'s tax designer no observation; "
                              "valid: 'foundation' (gtb.md G4)")
         super().__init__(env)
+        self.memory = memory
         module, _, attr = TAX_ENVS[name].partition(":")
         self.reward_from_rates = getattr(importlib.import_module(module), attr)
 
@@ -94,17 +101,30 @@ class TaxDesign(Wrapper):
         """The environment the agents' learner sees (observations `obs["agents"]`)."""
         return self.inner
 
-    def _obs(self, agents_obs, inner_state, view):
-        return {"agents": agents_obs, "designer": view, "rates": inner_state.rates,
-                "period_start": (inner_state.tax_pos == 1).astype(jnp.float32)}
+    def _obs(self, agents_obs, inner_state, view, memory):
+        obs = {"agents": agents_obs, "designer": view, "rates": inner_state.rates,
+               "period_start": (inner_state.tax_pos == 1).astype(jnp.float32)}
+        return {**obs, "designer_memory": memory} if self.memory else obs
+
+    def _empty_memory(self):
+        return jnp.zeros((self.memory,), jnp.float32) if self.memory else None
+
+    def _split_action(self, actions):
+        """`(the economy's action, the designer's memory after the step or None)`."""
+        if not self.memory:
+            return actions, None
+        memory = actions["designer_memory"].astype(jnp.float32)  # a fixed dtype in the scan's carry
+        return {k: v for k, v in actions.items() if k != "designer_memory"}, memory
 
     def reset_env(self, key, params):
         obs, inner = self.inner.reset_env(key, params)
         view = self.inner.designer_observation(inner, params)
-        return self._obs(obs, inner, view), TaxState(inner, view)
+        memory = self._empty_memory()
+        return self._obs(obs, inner, view, memory), TaxState(inner, view, memory)
 
     def get_obs(self, state, params=None):
-        return self._obs(self.inner.get_obs(state.inner, params), state.inner, state.view)
+        return self._obs(self.inner.get_obs(state.inner, params), state.inner, state.view,
+                         state.memory)
 
     def _info(self, state, info):
         info = dict(info)
@@ -115,23 +135,29 @@ class TaxDesign(Wrapper):
         return info
 
     def step_env(self, key, state, actions, params):
+        actions, memory = self._split_action(actions)
         obs, inner, reward, terminated, info = self.inner.step_env(key, state.inner, actions, params)
         info = self._info(state, info)
         view = info["designer_next_obs"]
-        return self._obs(obs, inner, view), TaxState(inner, view), reward, terminated, info
+        state = TaxState(inner, view, memory)
+        return self._obs(obs, inner, view, memory), state, reward, terminated, info
 
     @partial(jax.jit, static_argnums=(0,))
     def step(self, key, state, actions, params=None):
         params = self.default_params if params is None else params
+        actions, memory = self._split_action(actions)
         obs, inner, reward, terminated, truncated, info = self.inner.step(key, state.inner, actions,
                                                                           params)
         info = self._info(state, info)
         after = info["designer_next_obs"]
-        info["final_obs"] = {"agents": info["final_obs"], "designer": after,
-                             "rates": info["tax"]["rates_env"],
-                             "period_start": info["period_start_next"].astype(jnp.float32)}
+        info["final_obs"] = self._obs(info["final_obs"], inner, after, memory)
+        info["final_obs"].update(rates=info["tax"]["rates_env"],
+                                 period_start=info["period_start_next"].astype(jnp.float32))
         view = self.inner.designer_observation(inner, params)  # after the reset, if any
-        return self._obs(obs, inner, view), TaxState(inner, view), reward, terminated, truncated, info
+        if self.memory:  # a new episode's designer starts from zeros
+            memory = jnp.where(terminated | truncated, self._empty_memory(), memory)
+        return (self._obs(obs, inner, view, memory), TaxState(inner, view, memory), reward,
+                terminated, truncated, info)
 
     def designer_example(self, params):
         """Zeros shaped like one planner view."""
@@ -182,15 +208,28 @@ def init_planner_nets(key, env: TaxDesign, env_params, config, out: int, use_out
                       with_critic: bool):
     """`(module, params, critic, critic_params)` as `designer.init_designer_nets`: the planner
     network with `out` outputs and `config.hidden`, and its critic V(s) with the same trunk and
-    `config.critic_hidden` (None if not `with_critic`). `network="auto"` is the conv trunk."""
+    `config.critic_hidden` (None if not `with_critic`). `network="auto"` is the conv trunk. With
+    `config.designer_lstm` units (MetaGrad with curriculum, §8.3) both are `ppo_shared.RecurrentNet`:
+    an LSTM after the hidden layers, over an episode's steps."""
+    from jaxmcg.algos.ppo_shared import RecurrentNet
+
     view = env.designer_example(env_params)
     conv = config.network in ("auto", "conv")
+    units = getattr(config, "designer_lstm", 0)
+    if units:
+        view = jax.tree_util.tree_map(lambda x: x[None], view)  # an episode of one step
+
+    def make(hidden, n_out, bias):
+        if units:
+            return RecurrentNet(tuple(hidden), n_out, units, conv, use_output_bias=bias)
+        return PlannerNet(tuple(hidden), n_out, conv, bias)
+
     k_net, k_critic = jax.random.split(key)
-    module = PlannerNet(tuple(config.hidden), out, conv, use_output_bias)
+    module = make(config.hidden, out, use_output_bias)
     params = module.init(k_net, view)["params"]
     critic = critic_params = None
     if with_critic:
-        critic = PlannerNet(tuple(config.critic_hidden), 1, conv)
+        critic = make(config.critic_hidden, 1, True)
         critic_params = critic.init(k_critic, view)["params"]
     return module, params, critic, critic_params
 

@@ -13,12 +13,13 @@ from tax_design_checks import preset_chunk_metrics
 import jaxmcg
 from jaxmcg import tax_design
 from jaxmcg.algos import metagrad
+from jaxmcg.designer import designer_critic_values
 from jaxmcg.rollout import episode_rollout
 
 STEPS = 20  # two tax periods
 # small networks; agents' lr 1e-2 so that theta-hat moves visibly with eta
 _AGENTS = (("conv", False), ("hidden", (16,)), ("lr", 1e-2), ("lr_critic", 1e-2), ("clip", 0.2),
-           ("c_entropy", 0.05), ("grad_clip", None))
+           ("c_entropy", 0.05), ("grad_clip", None), ("critic_lstm", 8))
 CONFIG = metagrad.Config(learner="ppo_shared", learner_params=_AGENTS, network="mlp", hidden=(16,),
                          critic_hidden=(16,), advantage="gae", gae_lambda=0.98, cost="none",
                          lr=1e-3, lr_critic=1e-3, critic_tau=0.1)
@@ -204,16 +205,69 @@ def test_bad_input_rejected_before_compiling():
             (dataclasses.replace(CONFIG, cost="paid"), ["cost='paid'", "'none'"]),
             (dataclasses.replace(CONFIG, hidden=()), ["hidden=()"]),
             (dataclasses.replace(CONFIG, replica_second_moment="x"),
-             ["replica_second_moment='x'", "'stop_gradient'"])):
+             ["replica_second_moment='x'", "'stop_gradient'"]),
+            (dataclasses.replace(CONFIG, designer_lstm=-1), ["designer_lstm=-1", ">= 0"])):
         assert_rejected_before_compiling(lambda bad=bad: metagrad.check_env(env, params, bad),
                                          needles)
         assert_rejected_before_compiling(
             lambda bad=bad: metagrad.init(key, env, params, bad), needles)
+    er, er_params = jaxmcg.make("escape_room")
+    assert_rejected_before_compiling(lambda: metagrad.check_env(
+        er, er_params, metagrad.Config(designer_lstm=8)), ["designer_lstm=8", "tax economy"])
 
 
-def test_preset_chunk_keeps_state_avals():
-    """The preset `metagrad-gtb` builds (thesis networks, §8.3) and a chunk returns the runner state
-    with the shapes and dtypes it was given (one compile per run), without compiling anything."""
-    metrics = preset_chunk_metrics(metagrad, "metagrad-gtb")
+@pytest.mark.parametrize("preset", ["metagrad-gtb", "metagrad-gtb-curriculum"])
+def test_preset_chunk_keeps_state_avals(preset):
+    """The presets build (thesis networks, §8.3, with the curriculum's LSTM designer) and a chunk
+    returns the runner state with the shapes and dtypes it was given (one compile per run),
+    without compiling anything."""
+    metrics = preset_chunk_metrics(metagrad, preset)
     assert metrics["tax/rates"].shape == (7,) and metrics["tax/paid_by_skill"].shape == (4,)
     assert metrics["action_frequency"].shape == (4, 50)
+
+
+@pytest.fixture(scope="module")
+def recurrent():
+    """`(state, tau, tau_hat)` as `frozen` (two agents' steps, the second on tau: at Adam's first
+    step the exact derivative is 0) with curriculum's LSTM designer (8 units, §8.3); float32."""
+    config = dataclasses.replace(CONFIG, designer_lstm=8, replica_second_moment="differentiate")
+    env, params = jaxmcg.make("gtb-15x15-v0", tax_model="external", max_steps_in_episode=STEPS)
+    metagrad.check_env(env, params, config)
+    env = metagrad.wrap_env(env, config)
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
+    state = metagrad.init(k1, env, params, config, n_envs=2, num_steps=STEPS)
+    state = state.replace(eta=_jitter(state.eta, k2, 0.3),
+                          critic_params=_jitter(state.critic_params, k2))
+    rollout = jax.jit(lambda s, k: episode_rollout(
+        env, params, lambda o, kk: metagrad.act(s, o, kk), k, 2, STEPS))
+    agents_step = jax.jit(metagrad.agents_step)
+    state, _ = agents_step(state, rollout(state, k1))
+    tau = rollout(state, k2)
+    after, _ = agents_step(state, tau)
+    return after, tau, rollout(after, k3)
+
+
+def test_recurrent_designer_acts_as_it_replays(recurrent):
+    """Acting step by step from the (c, h) TaxDesign carries (zeros at the episode's start) sets the
+    rates the incentive function gives when run over the stored episode (what the replica
+    differentiates); the ID critic's next value continues the episode."""
+    state, tau, _ = recurrent
+    memory = np.asarray(tau.obs["designer_memory"])
+    assert memory.shape == (STEPS, 2, 16) and np.all(memory[0] == 0) and np.all(memory[1] != 0)
+    replayed = np.asarray(metagrad.tax_rates(state, state.eta, tau.obs["designer"]))
+    np.testing.assert_allclose(np.asarray(tau.action["tax_rates"]), replayed, rtol=1e-5)
+    assert np.ptp(replayed[:, 0, 0]) > 1e-3  # the rates move with the history
+    v, v_next = (np.asarray(x) for x in designer_critic_values(state, state.critic_params,
+                                                               tau.info))
+    np.testing.assert_allclose(v_next[:-1], v[1:], rtol=1e-5, atol=1e-7)
+
+
+def test_recurrent_designer_meta_gradient(recurrent, x64):
+    """dL/deta through the LSTM incentive function, the replica (Adam's v differentiated) and the
+    agents' recurrent critic, float64, against central differences."""
+    state, _, tau_hat = recurrent
+    state, tau_hat = f64(state), f64(tau_hat)
+    objective = _outer(state, tau_hat)
+    assert_grad_matches_fd(objective, state.eta, jax.random.PRNGKey(3), h=1e-4, scale=0.1,
+                           grad=jax.jit(jax.grad(objective))(state.eta), n_directions=3,
+                           n_coordinates=3)

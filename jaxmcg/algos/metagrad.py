@@ -25,7 +25,9 @@ tau = sigmoid(f_eta(planner view of the current state)), read by the environment
 first step; there is no incentive and no cost psi. `incentivized` recomputes the rewards of tau with
 the rates eta gives at each period's first step (`envs.gtb.reward_from_rates`, §11.6, G3), and
 theta-hat is the agents' PPO step (ppo_shared) from their stored Adam moments, with [MG]'s sg(g)^2
-in the second moment (`replica_second_moment`). R^ID_t = 0.01 prod_t eq_t (§5.3).
+in the second moment (`replica_second_moment`). R^ID_t = 0.01 prod_t eq_t (§5.3). With curriculum
+(`designer_lstm`, §8.3) an LSTM follows the FCs of f_eta and of the ID critic: `act` takes one step
+from the (c, h) that TaxDesign carries, and the replica reruns it over the stored episode.
 """
 from __future__ import annotations
 
@@ -88,6 +90,10 @@ class Config:
     # GTB (Adam agents, ppo_shared): Adam's v in theta-hat takes sg(g)^2 as [MG]'s replica (gtb.md
     # §8.3), or "differentiate" through g^2 as optax.adam would (the exact derivative)
     replica_second_moment: str = "stop_gradient"
+    # GTB with curriculum (§8.3): an LSTM of this many units after the FCs of the incentive function
+    # and of the ID critic, run over the episode's steps (the designer's (c, h) rides in TaxDesign's
+    # state while acting); 0: feed-forward, as without curriculum
+    designer_lstm: int = 0
 
     def __post_init__(self):  # JSON round trips turn the pairs into lists; keep them hashable
         object.__setattr__(self, "learner_params", tuple(
@@ -110,6 +116,10 @@ class Config:
             raise ValueError(f"ppo_clip={self.ppo_clip!r} is invalid: must be > 0 or None")
         if not 0.0 <= self.critic_tau <= 1.0:
             raise ValueError(f"critic_tau={self.critic_tau} is invalid: must be in [0, 1]")
+        if isinstance(self.designer_lstm, bool) or not isinstance(self.designer_lstm, int) or (
+                self.designer_lstm < 0):
+            raise ValueError(f"designer_lstm={self.designer_lstm!r} is invalid: must be an integer "
+                             ">= 0 (0: feed-forward)")
 
 
 @struct.dataclass
@@ -149,6 +159,9 @@ def check_env(env, env_params, config: Config) -> None:
                              "valid: 'none'")
         make_agents(config, wrap_env(env, config), "metagrad")
         return
+    if config.designer_lstm:
+        raise ValueError(f"designer_lstm={config.designer_lstm} is for tax design (GTB with "
+                         f"curriculum, gtb.md §8.3); {env.name} is not a tax economy (valid: 0)")
     check_designer_env(env, config)
     make_agents(config, env, "metagrad")
 
@@ -204,7 +217,13 @@ def act(state: State, obs, key, evaluate: bool = False):
     actions, extras = state.agents.act(state.learner_state, obs, key, evaluate=evaluate)
     if state.mechanism != "tax":
         return actions, extras
-    return {"agents": actions, "tax_rates": tax_rates(state, state.eta, obs["designer"])}, extras
+    if not state.config.designer_lstm:
+        return {"agents": actions, "tax_rates": tax_rates(state, state.eta, obs["designer"])}, extras
+    carry = tuple(jnp.split(obs["designer_memory"], 2, axis=-1))  # (c, h) after the last step
+    out, carry = state.incentive.apply({"params": state.eta}, obs["designer"], carry=carry,
+                                       step=True)
+    return {"agents": actions, "tax_rates": jax.nn.sigmoid(out),
+            "designer_memory": jnp.concatenate(carry, axis=-1)}, extras
 
 
 # ---- the incentive function ------------------------------------------------------------------
@@ -224,7 +243,8 @@ def incentives(state: State, eta, batch) -> jax.Array:
 
 
 def tax_rates(state: State, eta, view) -> jax.Array:
-    """tau = sigmoid(f_eta(planner view)), `[..., 7]` (gtb.md §7.1, §8.3)."""
+    """tau = sigmoid(f_eta(planner view)), `[..., 7]` (gtb.md §7.1, §8.3); with `designer_lstm` the
+    views are episodes from their first step (time on axis 0), as `act` saw them one by one."""
     return jax.nn.sigmoid(state.incentive.apply({"params": eta}, view))
 
 
