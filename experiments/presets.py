@@ -467,6 +467,36 @@ for _algo, _params in (("metagrad", _GTB_MG), ("dual_rl", _GTB_DUAL)):
                                    algo_params=_params, train=_GTB_DESIGNER_TRAIN)
     FAMILY_DEFAULTS[(_algo, "gtb")] = _params
     FAMILY_TRAIN[(_algo, "gtb")] = _GTB_DESIGNER_TRAIN
+# Curriculum Phase 2 (gtb.md §8.1, §8.5, Table C.4's curriculum columns): every method's agents start
+# from a Phase-1 run's policy and critic (`ppo-gtb-free_market`, 50k episodes; `--init-agents-from
+# DIR`, jaxmcg.warm_start) and train 200k episodes. The agents' exploration floor stays for
+# MetaGrad only (§8.4); "–" in the table's floor rows is read as no floor, for dual-RL's planner too.
+# MetaGrad's agents c_v is the table's 0.0126 ([MG] 0.021, G16); its incentive function and ID
+# critic get §8.3's LSTM(128) after their FCs (`designer_lstm`).
+_PHASE_1 = "ppo-gtb-free_market (curriculum Phase 1)"
+_GTB_CURRICULUM_AGENTS = {
+    "metagrad": {"c_entropy": 0.0316, "lr": 1.09e-5, "lr_critic": 1.14e-5, "clip": 0.0308,
+                 "c_v": 0.0126, "eps_start": 0.5, "eps_end": 0.05, "eps_div": 5000.0,
+                 "grad_clip": None},
+    "dual_rl": {"c_entropy": 0.0166, "lr": 3.33e-4, "lr_critic": 5.58e-5, "clip": 0.084,
+                "c_v": 0.221, "eps_start": 0.0, "eps_end": 0.0, "grad_clip": 10.0},
+    "ppo": {"c_entropy": 0.0811, "lr": 1.32e-4, "lr_critic": 8.87e-5, "clip": 0.034, "c_v": 0.702,
+            "eps_start": 0.0, "eps_end": 0.0, "grad_clip": 10.0},
+}
+_GTB_CURRICULUM_DESIGNER = {
+    "metagrad": {**_GTB_MG, "lr": 2.03e-4, "lr_critic": 1e-5, "ppo_clip": 0.0394,
+                 "critic_tau": 0.0573, "designer_lstm": 128},
+    "dual_rl": {**_GTB_DUAL, "entropy_coef": 0.33, "lr": 4.9e-5, "lr_critic": 5.14e-4,
+                "ppo_clip": 0.0295, "critic_tau": 0.0178, "eps_start": 0.0, "eps_end": 0.0},
+}
+for _algo, _params in _GTB_CURRICULUM_DESIGNER.items():
+    PRESETS[f"{_algo}-gtb-curriculum"] = dict(
+        algo=_algo, env="gtb-15x15", env_params={"tax_model": "external"},
+        algo_params={**_params, "learner_params": tuple(_GTB_CURRICULUM_AGENTS[_algo].items())},
+        train=_GTB_DESIGNER_TRAIN, warm_start=_PHASE_1)
+PRESETS["ppo-gtb-us_federal-curriculum"] = dict(
+    algo="ppo_shared", env="gtb-15x15", env_params={**_GTB_ENV, "tax_model": "us_federal"},
+    algo_params=_GTB_CURRICULUM_AGENTS["ppo"], train=_GTB_DESIGNER_TRAIN, warm_start=_PHASE_1)
 # --- end GTB ---
 
 # --- CM3 and HSD (thesis ch. 3-4, cm3-hsd.md) ---
