@@ -33,27 +33,38 @@ def _jitter(tree, key, scale=0.05):
                               for x, k in zip(leaves, keys)])
 
 
-@pytest.fixture(scope="module")
-def frozen():
+def _two_agents_steps(config, keys, jitter):
     """`(env, params, state, tau, tau_hat)`: a state after two real agents' steps, the second on
     tau (stored in it, with the agents before it: their Adam moments hold one step, so that the
     exact derivative through Adam's v is not the degenerate first step's, where the update is
-    about lr sign(g)), tau-hat from the updated agents; 2 environments of 20 steps, float32."""
+    about lr sign(g)), tau-hat from the updated agents; 2 environments of 20 steps, float32.
+    `keys` seed the init, the first rollout, tau and tau-hat (the rollouts must hold taxed income,
+    or the rates do not matter); `jitter(state)` perturbs the initial state."""
     env, params = jaxmcg.make("gtb-15x15-v0", tax_model="external", max_steps_in_episode=STEPS)
-    metagrad.check_env(env, params, CONFIG)
-    env = metagrad.wrap_env(env, CONFIG)
-    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
-    state = metagrad.init(k1, env, params, CONFIG, n_envs=2, num_steps=STEPS)
-    ls = state.learner_state
-    state = state.replace(eta=_jitter(state.eta, k4), learner_state=ls.replace(
-        params=_jitter(ls.params, k4), critic_params=_jitter(ls.critic_params, k3)))
+    metagrad.check_env(env, params, config)
+    env = metagrad.wrap_env(env, config)
+    k_init, k_first, k_tau, k_hat = keys
+    state = jitter(metagrad.init(k_init, env, params, config, n_envs=2, num_steps=STEPS))
     rollout = jax.jit(lambda s, k: episode_rollout(
         env, params, lambda o, kk: metagrad.act(s, o, kk), k, 2, STEPS))
     agents_step = jax.jit(metagrad.agents_step)
-    state, _ = agents_step(state, rollout(state, k4))
-    tau = rollout(state, k2)
+    state, _ = agents_step(state, rollout(state, k_first))
+    tau = rollout(state, k_tau)
     state, _ = agents_step(state, tau)
-    return env, params, state, tau, rollout(state, k3)
+    return env, params, state, tau, rollout(state, k_hat)
+
+
+@pytest.fixture(scope="module")
+def frozen():
+    """`_two_agents_steps` with the designer's and the agents' weights jittered."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
+
+    def jitter(state):
+        ls = state.learner_state
+        return state.replace(eta=_jitter(state.eta, k4), learner_state=ls.replace(
+            params=_jitter(ls.params, k4), critic_params=_jitter(ls.critic_params, k3)))
+
+    return _two_agents_steps(CONFIG, (k1, k4, k2, k3), jitter)
 
 
 def test_rates_of_a_period_are_those_of_its_first_step(frozen):
@@ -228,23 +239,13 @@ def test_preset_chunk_keeps_state_avals(preset):
 
 @pytest.fixture(scope="module")
 def recurrent():
-    """`(state, tau, tau_hat)` as `frozen` (two agents' steps, the second on tau: at Adam's first
-    step the exact derivative is 0) with curriculum's LSTM designer (8 units, §8.3); float32."""
+    """`(state, tau, tau_hat)` of `_two_agents_steps` with curriculum's LSTM designer (8 units,
+    §8.3), its weights jittered."""
     config = dataclasses.replace(CONFIG, designer_lstm=8, replica_second_moment="differentiate")
-    env, params = jaxmcg.make("gtb-15x15-v0", tax_model="external", max_steps_in_episode=STEPS)
-    metagrad.check_env(env, params, config)
-    env = metagrad.wrap_env(env, config)
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
-    state = metagrad.init(k1, env, params, config, n_envs=2, num_steps=STEPS)
-    state = state.replace(eta=_jitter(state.eta, k2, 0.3),
-                          critic_params=_jitter(state.critic_params, k2))
-    rollout = jax.jit(lambda s, k: episode_rollout(
-        env, params, lambda o, kk: metagrad.act(s, o, kk), k, 2, STEPS))
-    agents_step = jax.jit(metagrad.agents_step)
-    state, _ = agents_step(state, rollout(state, k1))
-    tau = rollout(state, k2)
-    after, _ = agents_step(state, tau)
-    return after, tau, rollout(after, k3)
+    _, _, state, tau, tau_hat = _two_agents_steps(config, (k1, k1, k2, k3), lambda state: state.replace(
+        eta=_jitter(state.eta, k2, 0.3), critic_params=_jitter(state.critic_params, k2)))
+    return state, tau, tau_hat
 
 
 def test_recurrent_designer_acts_as_it_replays(recurrent):
