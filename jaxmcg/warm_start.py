@@ -100,7 +100,7 @@ def prepare_loader(directory: str, target_abstract, target_seeds: int, runs_shar
 
     cfg, ckpt = source_checkpoint(directory)
     try:
-        source_program = runner_lib.prepare(cfg)
+        source_program = runner_lib.prepare(cfg, warm_start=False)  # its own source is not needed
         _, source_abstract = jax.eval_shape(source_program.init)
     except Exception:
         ckpt.close()
