@@ -88,11 +88,17 @@ def test_losses_by_hand(small):
     td = np.asarray(batch.reward) + c.gamma * v_next - v
     np.testing.assert_allclose(float(P.critic_loss(state.critic_params, state, batch)),
                                np.mean(td ** 2), rtol=1e-5)
-    delta = np.asarray(batch.reward) + c.gamma * np.asarray(
-        P.values(state, state.critic_params, batch.next_obs)) - v
+    v_next = np.asarray(P.values(state, state.critic_params, batch.next_obs))
+    _assert_gae(state, batch, v, v_next)
+
+
+def _assert_gae(state, batch, v, v_next):
+    """`P.advantages` against a numpy GAE recursion on the main critic's values."""
+    c = state.config
+    delta = np.asarray(batch.reward) + c.gamma * v_next - v
     want = np.zeros_like(delta)
-    for t in reversed(range(3)):
-        want[t] = delta[t] + (c.gamma * c.gae_lambda * want[t + 1] if t < 2 else 0.0)
+    for t in reversed(range(len(delta))):
+        want[t] = delta[t] + (c.gamma * c.gae_lambda * want[t + 1] if t + 1 < len(delta) else 0.0)
     np.testing.assert_allclose(np.asarray(P.advantages(state, batch)), want, rtol=1e-4, atol=1e-5)
 
 
@@ -115,11 +121,7 @@ def test_recurrent_critic(small_lstm):
         P.critic_values(state, state.target_params, batch)[1])
     np.testing.assert_allclose(float(P.critic_loss(state.critic_params, state, batch)),
                                np.mean((target - v) ** 2), rtol=1e-5)
-    delta = np.asarray(batch.reward) + c.gamma * v_next - v
-    want = np.zeros_like(delta)
-    for t in reversed(range(3)):
-        want[t] = delta[t] + (c.gamma * c.gae_lambda * want[t + 1] if t < 2 else 0.0)
-    np.testing.assert_allclose(np.asarray(P.advantages(state, batch)), want, rtol=1e-4, atol=1e-5)
+    _assert_gae(state, batch, v, v_next)
 
 
 def _jitter(tree, seed):
