@@ -102,12 +102,13 @@ def prepare_loader(directory: str, target_abstract, target_seeds: int, runs_shar
     try:
         source_program = runner_lib.prepare(cfg, warm_start=False)  # its own source is not needed
         _, source_abstract = jax.eval_shape(source_program.init)
-    except Exception:
+        source_runs = cfg["seeds"]
+        check_compatible(agent_weights(source_abstract.algo_state),
+                         agent_weights(target_abstract.algo_state), source_runs, target_seeds,
+                         directory)
+    except Exception:  # a rejected source leaves no checkpoint manager open
         ckpt.close()
         raise
-    source_runs = cfg["seeds"]
-    check_compatible(agent_weights(source_abstract.algo_state),
-                     agent_weights(target_abstract.algo_state), source_runs, target_seeds, directory)
 
     def load(runner):
         try:
