@@ -102,8 +102,11 @@ class TaxDesign(Wrapper):
         return self.inner
 
     def _obs(self, agents_obs, inner_state, view, memory):
-        obs = {"agents": agents_obs, "designer": view, "rates": inner_state.rates,
-               "period_start": (inner_state.tax_pos == 1).astype(jnp.float32)}
+        return self._with_memory({"agents": agents_obs, "designer": view, "rates": inner_state.rates,
+                                  "period_start": (inner_state.tax_pos == 1).astype(jnp.float32)},
+                                 memory)
+
+    def _with_memory(self, obs, memory):
         return {**obs, "designer_memory": memory} if self.memory else obs
 
     def _empty_memory(self):
@@ -150,9 +153,9 @@ class TaxDesign(Wrapper):
                                                                           params)
         info = self._info(state, info)
         after = info["designer_next_obs"]
-        info["final_obs"] = self._obs(info["final_obs"], inner, after, memory)
-        info["final_obs"].update(rates=info["tax"]["rates_env"],
-                                 period_start=info["period_start_next"].astype(jnp.float32))
+        info["final_obs"] = self._with_memory(
+            {"agents": info["final_obs"], "designer": after, "rates": info["tax"]["rates_env"],
+             "period_start": info["period_start_next"].astype(jnp.float32)}, memory)
         view = self.inner.designer_observation(inner, params)  # after the reset, if any
         if self.memory:  # a new episode's designer starts from zeros
             memory = jnp.where(terminated | truncated, self._empty_memory(), memory)

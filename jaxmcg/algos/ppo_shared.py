@@ -224,6 +224,10 @@ def floored_log_probs(logits, mask, eps, valid_only: bool = False):
     return jnp.log(jnp.maximum((1.0 - eps) * probs + eps * uniform, LOG_FLOOR))
 
 
+def _net_inputs(state: State, obs):
+    return {k: v for k, v in state.split(obs).items() if k != "action_mask"}
+
+
 def policy_log_probs(state: State, params, obs, eps):
     """Floored log pi of every agent `[..., N, A]`, the one network applied to each agent's
     observation."""
@@ -231,10 +235,6 @@ def policy_log_probs(state: State, params, obs, eps):
     logits = state.policy.apply({"params": params}, _net_inputs(state, obs))
     return floored_log_probs(logits, None if mask is None else mask > 0.5, eps,
                              state.config.floor_valid_only)
-
-
-def _net_inputs(state: State, obs):
-    return {k: v for k, v in state.split(obs).items() if k != "action_mask"}
 
 
 def values(state: State, critic_params, obs):
