@@ -13,8 +13,10 @@ distance, then the same for prey 1 ("light blue").
 Reconstruction (d3c.md §2.4 table, [ours] there):
 - Start: predator at 0, the attacked prey at 2 (one empty cell from the predator), the other prey at
   3 (the prey start in adjacent cells). Which prey is attacked is drawn with probability 1/2 at each
-  reset (`attacked_prey = -1`), or fixed by `attacked_prey` = 0 or 1, so that a harness can build
-  the paper's balanced batches (5 episodes each way) by vmapping over it.
+  reset (`attacked_prey = -1`), fixed by `attacked_prey` = 0 or 1, or, with `attacked_prey = -2`
+  (`BALANCED`), alternates over the environments of a batch reset (`reset_batch`: prey 0 in even
+  environments, prey 1 in odd ones), which gives the paper's balanced batches, 5 episodes each way
+  in a batch of 10 (L1098). Episodes started by `step`'s auto-reset draw it at random.
 - Moves are simultaneous. A move fails when its target cell holds the predator, or a prey that does
   not vacate it; in addition (our choice where the table is silent) two prey that swap cells, or that
   enter the same empty cell, both fail: on a ring they cannot pass each other. A failed move still
@@ -46,6 +48,7 @@ from jaxmcg import spaces
 from jaxmcg.environment import Environment
 
 STAY, CW, CCW = 0, 1, 2
+RANDOM, BALANCED = -1, -2  # `attacked_prey` values besides 0 and 1
 STEP_ORDERS = ("prey_first", "predator_first", "simultaneous")
 PREDATOR_START, ATTACKED_START, OTHER_START = 0, 2, 3  # d3c.md §2.4 table
 
@@ -63,7 +66,7 @@ class EnvParams:
     max_steps_in_episode: int = 5
     move_cost: float = 0.1  # paid for attempting to move (d3c.md §2.4)
     adjacent_penalty: float = 1.0  # paid when the predator is adjacent after the prey moved
-    attacked_prey: int = -1  # -1: drawn with probability 1/2 at each reset; 0 or 1: fixed
+    attacked_prey: int = RANDOM  # -1: drawn with p 1/2 each reset; 0 or 1: fixed; -2: balanced
 
 
 class TrustYourBrother(Environment):
@@ -99,9 +102,9 @@ class TrustYourBrother(Environment):
             if x is not None and not np.all(np.isfinite(x)):
                 raise ValueError(f"{name}={getattr(params, name)!r} is invalid: must be a finite number")
         x = values("attacked_prey")
-        if x is not None and not np.all(np.isin(x, (-1, 0, 1))):
+        if x is not None and not np.all(np.isin(x, (RANDOM, BALANCED, 0, 1))):
             raise ValueError(f"attacked_prey={params.attacked_prey!r} is invalid; valid: -1 (random "
-                             f"each episode), 0, 1")
+                             f"each episode), -2 (balanced over a batch), 0, 1")
 
     # ---- ring geometry ---------------------------------------------------------------------------
     def _distance(self, a, b):
@@ -139,10 +142,7 @@ class TrustYourBrother(Environment):
         return jnp.where(adjacent, predator, (predator + step) % n).astype(jnp.int32)
 
     # ---- transitions ---------------------------------------------------------------------------------
-    def reset_env(self, key, params):
-        coin = jax.random.bernoulli(key).astype(jnp.int32)
-        fixed = jnp.asarray(params.attacked_prey, jnp.int32)
-        attacked = jnp.where(fixed < 0, coin, fixed)
+    def _start(self, attacked, params):
         prey = jnp.where(jnp.arange(2) == attacked, ATTACKED_START, OTHER_START).astype(jnp.int32)
         state = EnvState(
             predator=jnp.asarray(PREDATOR_START, jnp.int32),
@@ -151,6 +151,20 @@ class TrustYourBrother(Environment):
             time=jnp.zeros((), jnp.int32),
         )
         return self.get_obs(state, params), state
+
+    def reset_env(self, key, params):
+        coin = jax.random.bernoulli(key).astype(jnp.int32)
+        fixed = jnp.asarray(params.attacked_prey, jnp.int32)
+        return self._start(jnp.where(fixed < 0, coin, fixed), params)
+
+    def reset_batch(self, keys, params):
+        """As `Environment.reset_batch`; with `attacked_prey = -2` prey 0 is attacked in the even
+        environments and prey 1 in the odd ones."""
+        obs, state = super().reset_batch(keys, params)
+        alternate = jnp.arange(keys.shape[0], dtype=jnp.int32) % 2
+        attacked = jnp.where(jnp.asarray(params.attacked_prey) == BALANCED, alternate,
+                             state.attacked)
+        return jax.vmap(self._start, in_axes=(0, None))(attacked, params)
 
     def step_env(self, key, state, actions, params):
         pred, prey = state.predator, state.prey

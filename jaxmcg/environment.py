@@ -71,6 +71,12 @@ class Environment:
         obs = jax.tree_util.tree_map(lambda r, o: jnp.where(done, r, o), obs_reset, obs)
         return obs, next_state, reward.astype(jnp.float32), terminated, truncated, info
 
+    def reset_batch(self, keys: jax.Array, params: EnvParams):
+        """Reset `len(keys)` environments at once: `(obs, state)` with a leading batch axis. The
+        default vmaps `reset`; an environment whose paper draws its starts per batch (Trust-Your-
+        Brother's balanced batches) overrides it. Rollouts start their episodes here."""
+        return jax.vmap(self.reset, in_axes=(0, None))(keys, params)
+
     def horizon(self, params: EnvParams) -> int:
         """Steps (decisions) per episode when nothing terminates it: the rollout length."""
         return int(params.max_steps_in_episode)

@@ -34,10 +34,10 @@ def num_actions(env, env_params) -> int:
     return int(space.n)
 
 
-def init_policy(key, env, env_params, hidden, kind: str = "mlp"):
+def init_policy(key, env, env_params, hidden, kind: str = "mlp", use_output_bias: bool = True):
     """`(module, stacked_params)` of independent policies (`kind` in `networks.NETWORKS`), one per
     agent."""
-    module = network(kind, hidden, num_actions(env, env_params))
+    module = network(kind, hidden, num_actions(env, env_params), use_output_bias)
     return module, init_per_agent(module, key, env.num_agents, obs_example(env, env_params))
 
 

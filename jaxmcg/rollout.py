@@ -43,9 +43,7 @@ def episode_rollout(env, env_params, act_fn: ActFn, key: jax.Array, n_envs: int,
     """
     constrain = constrain or (lambda tree: tree)
     key, reset_key = jax.random.split(key)
-    obs, state = jax.vmap(env.reset, in_axes=(0, None))(
-        jax.random.split(reset_key, n_envs), env_params
-    )
+    obs, state = env.reset_batch(jax.random.split(reset_key, n_envs), env_params)
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def body(carry, step_key):

@@ -92,6 +92,33 @@ def test_attacked_prey_is_vmappable():
     np.testing.assert_array_equal(state.attacked, [0] * 5 + [1] * 5)
 
 
+def test_balanced_batch_reset_alternates_the_attacked_prey():
+    """`attacked_prey=-2`: the paper's balanced batches from one batch reset, 5 episodes each way in
+    10 (L1098), whatever the keys; the other settings reset as `reset_env` does."""
+    env = env_of()
+    keys = jax.random.split(KEY, 10)
+    obs, state = jax.jit(env.reset_batch)(keys, PARAMS.replace(attacked_prey=-2))
+    np.testing.assert_array_equal(state.attacked, [0, 1] * 5)
+    np.testing.assert_array_equal(state.prey, [[2, 3], [3, 2]] * 5)
+    np.testing.assert_array_equal(obs, [[[-2, 0]] * 2, [[0, -2]] * 2] * 5)
+    for attacked in (-1, 0, 1):
+        params = PARAMS.replace(attacked_prey=attacked)
+        got = jax.jit(env.reset_batch)(keys, params)
+        want = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+
+
+def test_balanced_batches_reach_the_rollout():
+    from jaxmcg.rollout import episode_rollout
+    env = env_of()
+    stay = lambda obs, key: (jnp.zeros(obs.shape[:2], jnp.int32), {})
+    traj = jax.jit(lambda k: episode_rollout(env, PARAMS.replace(attacked_prey=-2), stay, k, 10, 5))(KEY)
+    np.testing.assert_array_equal(traj.info["attacked"][0], [0, 1] * 5)
+    # both stay: the attacked prey sits next to the predator from step 2, -4 in all; 0 for the other
+    returns = np.asarray(traj.reward.sum(0))
+    np.testing.assert_allclose(returns, [[-4, 0], [0, -4]] * 5)
+
+
 @pytest.mark.parametrize("predator, prey, expected", [
     (0, [2, 3], [-2, 0]), (0, [1, 5], [-4, 4]), (3, [4, 0], [-4, 0]), (5, [3, 4], [2, 4]),
 ])
@@ -287,7 +314,7 @@ def test_contract_custom():
     (lambda: jaxmcg.make("trust_your_brother", ring_size=6.5), ["ring_size=6.5"]),
     (lambda: jaxmcg.make("trust_your_brother", step_order="predator"),
      ["step_order='predator'", "'prey_first'", "'simultaneous'"]),
-    (lambda: jaxmcg.make("trust_your_brother", attacked_prey=2), ["attacked_prey=2", "-1", "0, 1"]),
+    (lambda: jaxmcg.make("trust_your_brother", attacked_prey=2), ["attacked_prey=2", "-1", "-2", "0, 1"]),
     (lambda: jaxmcg.make("trust_your_brother", move_cost=float("nan")), ["move_cost=nan", "finite"]),
     (lambda: jaxmcg.make("trust_your_brother", adjacent_penalty=float("inf")),
      ["adjacent_penalty=inf"]),
