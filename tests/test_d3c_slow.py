@@ -23,3 +23,25 @@ def test_es_d3c_table1_tyb_row_brings_ipd_pg_learners_to_cooperation():
     rho = -np.asarray(m["collective_return"]) / 10.0
     assert rho[:, 0].mean() > 1.9
     assert rho[:, -1].mean() <= 1.05, rho[:, -1]
+
+
+def _tyb(preset_name, iterations, seeds=20):
+    preset = get_preset(preset_name)
+    env, params = jaxmcg.make("trust_your_brother", **preset["env_params"])
+    train = make_train(d3c, env, params, d3c.Config(**preset["algo_params"]),
+                       TrainConfig(n_envs=10, iterations=iterations, log_every=iterations // 4,
+                                   eval_envs=256))
+    _, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    return np.asarray(m["collective_return"]), np.asarray(m["d3c/self_weight"])
+
+
+def test_tyb_d3c_beats_selfish_pg_with_the_papers_learner():
+    """Fig. 7 (partly): with App. G's learner, selfish PG stays at the selfish outcome (-4) while
+    D3C's median over 20 seeds reaches -2.5 (one of the two attacked prey escapes) by ~65k batches.
+    Measured through the CLI, 20 seeds x 100k: D3C median -2.51, mean -2.49, 14 seeds >= -3; PG
+    (200k) -4.0 on every seed. Relative attention goes to the clip (A_ii 0.007), below Fig. 7's."""
+    pg_return, _ = _tyb("pg-tyb", 20_000)
+    assert np.median(pg_return[:, -1]) <= -3.9, pg_return[:, -1]
+    d3c_return, self_weight = _tyb("d3c-tyb", 100_000)
+    assert np.median(d3c_return[:, -1]) >= -3.0, d3c_return[:, -1]
+    assert np.median(self_weight[:, -1]) <= 0.1, self_weight[:, -1]
