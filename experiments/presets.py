@@ -252,11 +252,11 @@ for _mode, _name in (("d3c", "d3c"), ("cooperation", "cooperation"), ("selfish",
         train={"n_envs": 64, "iterations": 20_000, "log_every": 500, "eval_envs": 256})
 # Trust-Your-Brother (Fig. 7), App. G L1098: linear softmax REINFORCE with no bias, lr 0.1, gamma 1,
 # a linear value baseline trained by TD at lr 0.1, batches of 10 episodes balanced 5/5 over the
-# attacked prey (attacked_prey=-2). Fig. 7 is not reproduced (README; d3c.Config.es_return says what
-# moves A). Coins (Fig. 8), mini-Cleanup
-# (Fig. 17): the paper's A2C with V-trace is replaced by jaxmcg's actor-critic (`ac`, TD(0) critic,
-# thesis nets); budgets are ours (the paper gives none): GPU jobs. HarvestPatch (Fig. 18) likewise,
-# 16 episodes of 1000 steps per update.
+# attacked prey (attacked_prey=-2). Fig. 7 partly reproduced: d3c-tyb's median over 20 seeds -2.5
+# from ~65k batches, pg-tyb's -4.0 (README; d3c.Config.es_return says what moves A). Coins (Fig. 8),
+# mini-Cleanup (Fig. 17): the paper's A2C with V-trace is replaced by jaxmcg's actor-critic (`ac`,
+# TD(0) critic, thesis nets); budgets are ours (the paper gives none): GPU jobs. HarvestPatch
+# (Fig. 18) likewise, 16 episodes of 1000 steps per update.
 _TYB_PG = (("hidden", ()), ("output_bias", False), ("lr", 0.1), ("entropy_coef", 0.0),
            ("eps_start", 0.0), ("eps_end", 0.0), ("gamma", 1.0), ("baseline", "linear"),
            ("lr_baseline", 0.1))
