@@ -28,6 +28,8 @@ SLOW_IN_CI = (
     "test_ac_images.py::test_gradients_match_finite_differences",
     "test_ac_images.py::test_learns_on_rich_cleanup",
     "test_cen.py::test_act_and_centralized_batch",
+    "test_cen.py::test_learns_on_rich_cleanup",  # test_cen_solves_er_2_1 stays
+    "test_dual_rl_gtb.py::test_planner_learns_to_redistribute",  # dual-RL learns on ER in test_dual_rl
     "test_cleanup_oracle.py::test_step_matches_oracle[10x10-2]",
     "test_cleanup_oracle.py::test_step_matches_oracle[10x10-3]",
     "test_cm3_networks.py::test_iac_value_network[lane_merge]",
@@ -70,8 +72,69 @@ SLOW_IN_CI = (
 )
 
 
+# Most tests spend their time in XLA's compiler, not in the program it builds, so they compile with
+# `jax_disable_most_optimizations` (LLVM at -O0): 30-45% less time on this repo's FD checks and
+# hand-built-state tests. Learning tests run long programs that the flag slows 2-3x: they keep XLA's
+# optimizations (and the numerics their thresholds were measured with). Measured on 2 cores, one
+# test per core: the learning tests of LIO and dual-RL/GTB took 2.1x and 2.7x longer without them,
+# test_lio's Adam and FD checks 0.5-0.8x; the whole default suite 52 CPU-minutes instead of 69.
+XLA_OPTIMIZED = (
+    "test_ac.py::test_learns_mutual_cooperation_in_stag_hunt",
+    "test_ac_c.py::test_givers_stop_paying_when_giving_costs",
+    "test_ac_d.py::test_givers_stop_paying_when_giving_costs",
+    "test_amd.py::test_amd_improves_collective_return_on_er_2_1",
+    "test_cen.py::test_cen_solves_er_2_1",
+    "test_d3c.py::test_es_d3c_lowers_the_price_of_anarchy_of_pg_learners_on_the_ipd",
+    "test_d3c.py::test_braess_d3c_beats_gradient_descent_over_10_seeds",
+    # either may be the first on its pytest worker to use, and so train, the module's fixture
+    "test_dcl.py::test_dcl_learns_mutual_cooperation_on_the_pd",
+    "test_dcl.py::test_trained_dcl_agent_rejects_a_malicious_always_defect_co_player",
+    "test_dual_rl.py::test_dual_rl_designer_learns_to_cut_useless_payments",
+    "test_env_smoke.py::test_env_contract[rabbit_hole-v0]",
+    "test_env_smoke.py::test_env_contract[rpc-v0]",
+    "test_ia.py::test_learns_on_rich_cleanup",
+    "test_ippo.py::test_converges_to_mutual_defection_in_pd",
+    "test_iql.py::test_learns_the_optimum_of_a_monotone_matrix_game",
+    "test_lio.py::test_exact_lio_matches_closed_form_and_cooperates",
+    "test_lio.py::test_lio_solves_er_2_1",
+    "test_mediated.py::test_unconstrained_mediator_beats_ippo_on_pd",
+    "test_metagrad.py::test_metagrad_solves_er_2_1",
+    "test_moca.py::test_pd_learning_finds_the_defection_penalty_contract",
+    "test_pg.py::test_pg_fails_on_er_2_1",
+    "test_pg_c.py::test_givers_stop_paying_and_escape_room_stays_unsolved",
+    "test_pg_d.py::test_givers_stop_paying_and_escape_room_stays_unsolved",
+    "test_ppo_shared.py::test_learns_above_the_random_policy",
+    "test_qmix.py::test_learns_the_optimum_of_a_monotone_matrix_game",
+    "test_tabular_learners.py",  # a module name: all its tests
+    # solvers and decoders that iterate for long in one program (float64 while_loops): 2-10x slower
+    # without the optimizations in the full-suite measurement
+    "test_driving_junction.py::test_env_replays_solver_rollout",
+    "test_hsd.py::test_skills_become_decodable_end_to_end",
+    "test_mge_paper.py",
+    "test_nash_q.py",
+    "test_solve.py",
+)
+
+
+def _short_id(item) -> str:
+    return item.nodeid.split("tests/", 1)[-1]
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid.split("tests/", 1)[-1] in SLOW_IN_CI:
+        if _short_id(item) in SLOW_IN_CI:
             item.add_marker(pytest.mark.slow)
+        if _short_id(item) in XLA_OPTIMIZED or _short_id(item).split("::")[0] in XLA_OPTIMIZED:
+            item.add_marker(pytest.mark.xla_optimized)
+
+
+@pytest.hookimpl(tryfirst=True)  # before fixtures, module-scoped ones included, are set up
+def pytest_runtest_setup(item):
+    # slow tests are long runs, so they keep the optimizations too
+    optimized = any(item.iter_markers("xla_optimized")) or any(item.iter_markers("slow"))
+    if jax.config.read("jax_disable_most_optimizations") == optimized:
+        # the flag is not part of jit's cache key: a library function that an earlier test compiled
+        # at the other setting would be reused
+        jax.clear_caches()
+        jax.config.update("jax_disable_most_optimizations", not optimized)
