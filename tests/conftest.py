@@ -29,7 +29,6 @@ SLOW_IN_CI = (
     "test_ac_images.py::test_learns_on_rich_cleanup",
     "test_cen.py::test_act_and_centralized_batch",
     "test_cen.py::test_learns_on_rich_cleanup",  # test_cen_solves_er_2_1 stays
-    "test_dual_rl_gtb.py::test_planner_learns_to_redistribute",  # dual-RL learns on ER in test_dual_rl
     "test_cleanup_oracle.py::test_step_matches_oracle[10x10-2]",
     "test_cleanup_oracle.py::test_step_matches_oracle[10x10-3]",
     "test_cm3_networks.py::test_iac_value_network[lane_merge]",
@@ -37,6 +36,7 @@ SLOW_IN_CI = (
     "test_coins.py::test_contract_custom[coin_game-v0-overrides1]",
     "test_coma.py::test_checkers_inputs_and_step",
     "test_dcl.py::test_proposal_score_function_estimator_matches_the_exact_gradient_of_eq_10",
+    "test_dual_rl_gtb.py::test_planner_learns_to_redistribute",  # dual-RL learns on ER in test_dual_rl
     "test_env_smoke.py::test_env_contract[checkers_stage1-v0]",
     "test_env_smoke.py::test_env_contract[cleanup-10x10-v0]",
     "test_env_smoke.py::test_env_contract[harvest_patch-v0]",
@@ -77,7 +77,7 @@ SLOW_IN_CI = (
 # hand-built-state tests. Learning tests run long programs that the flag slows 2-3x: they keep XLA's
 # optimizations (and the numerics their thresholds were measured with). Measured on 2 cores, one
 # test per core: the learning tests of LIO and dual-RL/GTB took 2.1x and 2.7x longer without them,
-# test_lio's Adam and FD checks 0.5-0.8x; the whole default suite 52 CPU-minutes instead of 69.
+# test_lio's Adam and FD checks 0.5-0.8x; the whole default suite 52-55 CPU-minutes instead of 69.
 XLA_OPTIMIZED = (
     "test_ac.py::test_learns_mutual_cooperation_in_stag_hunt",
     "test_ac_c.py::test_givers_stop_paying_when_giving_costs",
@@ -123,9 +123,10 @@ def _short_id(item) -> str:
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if _short_id(item) in SLOW_IN_CI:
+        test = _short_id(item)
+        if test in SLOW_IN_CI:
             item.add_marker(pytest.mark.slow)
-        if _short_id(item) in XLA_OPTIMIZED or _short_id(item).split("::")[0] in XLA_OPTIMIZED:
+        if test in XLA_OPTIMIZED or test.split("::")[0] in XLA_OPTIMIZED:
             item.add_marker(pytest.mark.xla_optimized)
 
 

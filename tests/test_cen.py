@@ -67,8 +67,8 @@ def test_gradients_match_finite_differences(x64):
 
 def test_cen_solves_er_2_1():
     """Cen optimizes the sum of rewards (§2.9: the upper bound), so on ER(2,1), where independent PG
-    fails (test_pg), its one policy over joint actions learns (lever, door), collective return 9,
-    the optimum of A25's threshold 8.5. Measured (32 episodes per update, Table B.5 AC otherwise):
+    fails (test_pg), its one policy over joint actions learns (lever, door): collective return 9,
+    the optimum (A25's threshold: 8.5). Measured (32 episodes per update, Table B.5 AC otherwise):
     3.6-4.7 at iteration 15, 8.94-8.97 at 150."""
     env, params = jaxmcg.make("escape_room")
     tc = TrainConfig(n_envs=32, iterations=150, log_every=15, eval_envs=512)
