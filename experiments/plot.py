@@ -1,12 +1,13 @@
 """Learning curves and a summary table from run directories.
 
     python -m experiments.plot RUN_DIR [RUN_DIR ...] [--out DIR] [--metrics collective_return ...]
-        [--x iteration|env_steps|wall_time]
+        [--x iteration|env_steps|wall_time] [--deciles collective_return]
 
 A run directory holds `metrics.jsonl` (experiments.run); a sweep's directory stands for its points.
 Writes `curves.png` (one panel per scalar metric, each run's mean over seeds with a band of one
-standard error, runs overlaid) and `summary.md` (one row per run) to `--out` (default: the first
-run directory), and prints the table.
+standard error, runs overlaid), `summary.md` (one row per run) and `deciles.md` (the `--deciles`
+metric's curve as numbers: its median [min, max] over seeds at every 10% of each run's logged
+iterations) to `--out` (default: the first run directory), and prints both tables.
 """
 from __future__ import annotations
 
@@ -109,6 +110,35 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def deciles(lines: list[dict], metric: str, points: int = 10) -> list[tuple[int, float, float, float]]:
+    """The curve as numbers: for k = 1..points, `(iteration, median, min, max)` over seeds of
+    `metric` at the logged iteration k/points of the way through the run (the last one for k =
+    points; iterations some seed has not logged are dropped, as in `curve`)."""
+    by_iter: dict[int, list[float]] = {}
+    for line in lines:
+        if metric in line:
+            by_iter.setdefault(line["iteration"], []).append(float(line[metric]))
+    n = max((len(v) for v in by_iter.values()), default=0)
+    its = [i for i in sorted(by_iter) if len(by_iter[i]) == n]
+    out = []
+    for k in range(1, points + 1) if its else ():
+        it = its[max(0, math.ceil(len(its) * k / points) - 1)]
+        v = np.array(by_iter[it]) + 0.0  # -0.0 prints as "-0"
+        out.append((it, float(np.median(v)), float(v.min()), float(v.max())))
+    return out
+
+
+def deciles_markdown(runs: list[dict], metric: str) -> str:
+    head = (f"{metric}: median [min, max] over seeds (iteration) at every 10% of the run\n\n"
+            "| run | " + " | ".join(f"{10 * k}%" for k in range(1, 11)) + " |\n"
+            "|---|" + "---|" * 10 + "\n")
+    body = ""
+    for r in runs:
+        cells = [f"{m:.4g} [{lo:.4g}, {hi:.4g}] ({it})" for it, m, lo, hi in deciles(r["lines"], metric)]
+        body += f"| {r['label']} | " + " | ".join(cells) + " |\n"
+    return head + body
+
+
 def markdown(rows: list[dict]) -> str:
     head = ("| run | seeds | iterations | env steps | collective return, final | last 10% "
             "| wall time (s) | steps/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -156,6 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="where to write curves.png and summary.md (default: first RUN_DIR)")
     p.add_argument("--metrics", nargs="+", help="scalar metrics to plot (default: all)")
     p.add_argument("--x", default="iteration", choices=("iteration", "env_steps", "wall_time"))
+    p.add_argument("--deciles", default="collective_return", metavar="METRIC",
+                   help="the scalar metric written as numbers to deciles.md (default: %(default)s)")
     args = p.parse_args(argv)
     try:
         runs = [load_run(d) for d in expand(args.runs)]
@@ -167,7 +199,7 @@ def main(argv=None) -> int:
         for r in runs:
             available += [m for m in scalar_metrics(r["lines"]) if m not in available]
         metrics = args.metrics or available
-        unknown = [m for m in metrics if m not in available]
+        unknown = [m for m in [*metrics, args.deciles] if m not in available]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(available)}")
     except ValueError as err:
@@ -179,8 +211,12 @@ def main(argv=None) -> int:
     table = markdown(summary_rows(runs))
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(table)
+    curve_table = deciles_markdown(runs, args.deciles)
+    with open(os.path.join(out, "deciles.md"), "w") as f:
+        f.write(curve_table)
     print(table, end="")
-    print(f"wrote {os.path.join(out, 'curves.png')} and summary.md")
+    print("\n" + curve_table, end="")
+    print(f"wrote {os.path.join(out, 'curves.png')}, summary.md and deciles.md")
     return 0
 
 

@@ -50,12 +50,15 @@ def test_cli_writes_png_and_table_for_runs_and_sweeps(tmp_path, capsys):
     assert len(rows) == 2 + 3
     assert "| lio escape_room-v0 | 2 | 20 | 400 | 6.000 ± 1.000 | 6.000 ± 1.000 | 2.0 | 1,234 |" in table
     assert "pg escape_room-v0 lr=0.2 | 1 |" in table and "running" in table
-    assert table in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert table in printed and (out / "deciles.md").read_text() in printed
 
 
 @pytest.mark.parametrize("argv,needle", [
     (["{missing}"], "is not a directory"),
     (["{run}", "--metrics", "nope"], "unknown metric(s) ['nope']; valid: collective_return, loss"),
+    (["{run}", "--deciles", "episode_return/mean"],
+     "unknown metric(s) ['episode_return/mean']; valid: collective_return, loss"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, needle):
     _write_run(tmp_path / "run", [[1.0]])
@@ -63,3 +66,21 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, needle):
     assert plot.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and needle in err and len(err.splitlines()) == 1
+
+
+def test_deciles_are_the_median_and_range_over_seeds_at_every_tenth(tmp_path, capsys):
+    _write_run(tmp_path / "a", [[float(i) for i in range(1, 21)], [2.0 * i for i in range(1, 21)],
+                                [0.0] * 20], config={"algo": "lio", "env": "escape_room-v0"})
+    run = plot.load_run(str(tmp_path / "a"))
+    d = plot.deciles(run["lines"], "collective_return")
+    assert len(d) == 10
+    assert d[0] == (20, 2.0, 0.0, 4.0)  # 2nd of 20 logged iterations: seeds 2, 4, 0
+    assert d[4] == (100, 10.0, 0.0, 20.0)
+    assert d[9] == (200, 20.0, 0.0, 40.0)  # the last logged iteration
+    short = plot.deciles(run["lines"][:3] + run["lines"][20:23] + run["lines"][40:43], "loss", points=10)
+    assert [x[0] for x in short] == [10] * 3 + [20] * 3 + [30] * 4  # 3 logged: each repeats
+    assert plot.main([str(tmp_path / "a"), "--deciles", "loss"]) == 0
+    text = (tmp_path / "a" / "deciles.md").read_text()
+    assert text.startswith("loss: median [min, max] over seeds (iteration) at every 10% of the run")
+    assert "| lio escape_room-v0 | -2 [-4, 0] (20) |" in text
+    assert text.rstrip().endswith("| -20 [-40, 0] (200) |")
