@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from env_checks import FlatEnv
 from gradcheck import assert_ac_losses_match_fd, f64
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg import critic as C
@@ -180,8 +181,7 @@ def _train(env_id, config, *, iterations, n_envs=128, seeds=5, log_every=50, **e
     env, env_params = jaxmcg.make(env_id, **env_kw)
     tc = TrainConfig(n_envs=n_envs, iterations=iterations, log_every=log_every, eval_envs=256)
     train = make_train(ac, env, env_params, config, tc)
-    _, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
-    return jax.tree_util.tree_map(np.asarray, metrics)
+    return train_seeds(train, seeds)[1]
 
 
 def test_learns_mutual_cooperation_in_stag_hunt():

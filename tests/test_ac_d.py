@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gradcheck import assert_grad_matches_fd, f64
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg import critic as C
@@ -217,8 +218,7 @@ def test_givers_stop_paying_when_giving_costs():
     env, env_params = jaxmcg.make("escape_room")
     tc = TrainConfig(n_envs=64, iterations=150, log_every=50, eval_envs=256)
     train = make_train(ac_d, env, env_params, ac_d.Config(lr=1e-2), tc)
-    _, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), 3))
-    m = jax.tree_util.tree_map(np.asarray, m)
+    _, m = train_seeds(train, 3)
     given = m["ac_d/given_per_episode"][:, -1]  # [seeds, N], evaluation
     assert np.all(given < 0.25), given
     assert np.all(m["collective_return"][:, -1] < 0.0), m["collective_return"][:, -1]

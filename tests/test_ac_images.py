@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gradcheck import assert_ac_losses_match_fd, f64
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg.algos import ac
@@ -80,10 +81,9 @@ def train_rich_cleanup(algo, config, iterations=40, seeds=None):
     env, params = jaxmcg.make("cleanup-7x7", **RICH)
     tc = TrainConfig(n_envs=32, iterations=iterations, log_every=iterations // 2, eval_envs=64)
     train = make_train(algo, env, params, config, tc)
-    if seeds is None:
-        _, metrics = jax.jit(train)(jax.random.PRNGKey(0))
-    else:
-        _, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    if seeds is not None:
+        return train_seeds(train, seeds)[1]
+    _, metrics = jax.jit(train)(jax.random.PRNGKey(0))
     return jax.tree_util.tree_map(np.asarray, metrics)
 
 

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gradcheck import assert_ac_losses_match_fd, f64
+from seeds import train_seeds
 from test_ac_images import RANDOM_RETURN, image_batch, off_kinks, train_rich_cleanup
 
 import jaxmcg
@@ -72,8 +73,7 @@ def test_cen_solves_er_2_1():
     3.6-4.7 at iteration 15, 8.94-8.97 at 150."""
     env, params = jaxmcg.make("escape_room")
     tc = TrainConfig(n_envs=32, iterations=150, log_every=15, eval_envs=512)
-    _, m = jax.jit(jax.vmap(make_train(cen, env, params, cen.Config(), tc)))(
-        jax.random.split(jax.random.PRNGKey(0), 3))
+    _, m = train_seeds(make_train(cen, env, params, cen.Config(), tc), 3)
     sw = np.asarray(m["collective_return"])  # [seed, evaluation]
     assert np.all(sw[:, 0] < 6.0), sw
     assert np.median(sw[:, -1]) >= 8.5, sw

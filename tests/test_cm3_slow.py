@@ -3,6 +3,7 @@ paper's budget, Stage 2 against Direct, and the Checkers result of §7.1 at a re
 import jax
 import numpy as np
 import pytest
+from seeds import train_seeds
 from test_cm3 import _direct, _trajectory, assert_augmentation_keeps_stage1, assert_cm3_losses_match_fd
 
 import jaxmcg
@@ -44,8 +45,7 @@ def _train(env_id, config, n_envs, episodes, seeds, eval_envs=100, log_every=Non
                        TrainConfig(n_envs=n_envs, iterations=iterations,
                                    log_every=log_every or max(1, 100 // n_envs),
                                    eval_envs=eval_envs))
-    runner, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(seed), seeds))
-    return runner, jax.tree_util.tree_map(np.asarray, metrics)
+    return train_seeds(train, seeds, seed)
 
 
 def test_particle_stage1_at_the_paper_budget():

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from seeds import train_seeds
 
 import jaxmcg
 from envs.braess import Braess, random_networks, route_matrix
@@ -269,7 +270,7 @@ def _es_train(mode, iterations, seeds=4, **kw):
     train = make_train(d3c, env, params, config,
                        TrainConfig(n_envs=64, iterations=iterations, log_every=iterations // 4,
                                    eval_envs=256))
-    return jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    return train_seeds(train, seeds)
 
 
 @pytest.mark.slow  # long; `make test-slow`

@@ -1,7 +1,7 @@
 """D3C's long learning runs (make test-slow)."""
-import jax
 import numpy as np
 import pytest
+from seeds import train_seeds
 
 import jaxmcg
 from experiments.presets import get_preset
@@ -19,8 +19,7 @@ def _train_preset(name, seeds, iterations, log_every):
     train = make_train(d3c, env, params, d3c.Config(**preset["algo_params"]),
                        TrainConfig(n_envs=preset["train"]["n_envs"], iterations=iterations,
                                    log_every=log_every, eval_envs=preset["train"]["eval_envs"]))
-    _, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
-    return jax.tree_util.tree_map(np.asarray, m)
+    return train_seeds(train, seeds)[1]
 
 
 def test_es_d3c_table1_tyb_row_brings_ipd_pg_learners_to_cooperation():

@@ -9,6 +9,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg import distributions as D
@@ -295,8 +296,7 @@ def train_pd(iterations, **config):
     env, params = jaxmcg.make("pd")
     train = make_train(dcl, env, params, dcl.Config(**config),
                        TrainConfig(n_envs=128, iterations=iterations, log_every=50, eval_envs=128))
-    runner, metrics = jax.jit(jax.vmap(train))(jax.random.split(KEY, PD_SEEDS))
-    return runner, jax.tree_util.tree_map(np.asarray, metrics)
+    return train_seeds(train, PD_SEEDS)
 
 
 @pytest.fixture(scope="module")

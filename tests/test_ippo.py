@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from env_checks import FlatEnv
 from gradcheck import assert_grad_matches_fd, f64
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg.algos import ippo
@@ -229,7 +230,7 @@ def test_converges_to_mutual_defection_in_pd():
     env, params = _make("pd_one_shot", "pd")
     tc = TrainConfig(n_envs=128, iterations=600, log_every=100, eval_envs=1024)
     train = make_train(ippo, env, params, ippo.Config(), tc)
-    _, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), 5))
+    _, m = train_seeds(train, 5)
     sw = np.asarray(m["collective_return"])[:, -1]
     p_defect = np.asarray(m["action_frequency"])[:, -1, :, 1]  # [seed, agent]
     assert np.all(sw <= -3.8), sw

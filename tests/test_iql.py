@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from env_checks import assert_rejected_before_compiling
 from gradcheck import assert_grad_matches_fd, f64
+from seeds import train_seeds
 from test_qmix import GAMMA, _mlp_by_hand, _perturbed, _synthetic_batch, authors_train_steps, monotone_game
 
 import jaxmcg
@@ -103,7 +104,7 @@ def test_learns_the_optimum_of_a_monotone_matrix_game():
                         buffer_size=2000, batch_size=64, steps_per_train=2, pretrain_episodes=16)
     train = make_train(iql, env, env.default_params, config,
                        TrainConfig(n_envs=16, iterations=120, log_every=60, eval_envs=32))
-    runner, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), 3))
+    runner, metrics = train_seeds(train, 3)
     final = np.asarray(metrics["collective_return"][:, -1])
     start = jax.nn.one_hot(jnp.full((2,), 9), 10)
     q_start = np.asarray(jax.vmap(lambda s: iql.q_values(s, start).max(-1))(runner.algo_state))

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gradcheck import assert_grad_matches_fd, f64
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg import exact_lio
@@ -293,8 +294,7 @@ def _train(env_id, config, n_envs, iterations, seeds, log_every=50, **env_kw):
     env, params = jaxmcg.make(env_id, **env_kw)
     tc = TrainConfig(n_envs=n_envs, iterations=iterations, log_every=log_every, eval_envs=1024)
     train = make_train(lio, env, params, config, tc)
-    _, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
-    return jax.tree_util.tree_map(np.asarray, metrics)
+    return train_seeds(train, seeds)[1]
 
 
 def _moving_average(x, w=5):

@@ -1,7 +1,7 @@
 """Long LIO learning runs (make test-slow): ER(3,2), ER(5,3), LIO-dec and the pipelined variant."""
-import jax
 import numpy as np
 import pytest
+from seeds import train_seeds
 
 import jaxmcg
 from experiments.presets import get_preset
@@ -16,7 +16,7 @@ def _run_preset(name, seeds=5, **algo_extra):
     env, params = jaxmcg.make(preset["env"], **preset.get("env_params", {}))
     config = lio.Config(**{**preset.get("algo_params", {}), **algo_extra})
     train = make_train(lio, env, params, config, TrainConfig(**preset["train"]))
-    _, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    _, m = train_seeds(train, seeds)
     cr = np.asarray(m["collective_return"])
     # judge on a moving average: the curves are noisy (spec/performance-notes.md)
     return np.array([np.convolve(c, np.ones(5) / 5, mode="valid")[-1] for c in cr])
@@ -44,7 +44,7 @@ def test_lio_paper_preset_er_5_3_with_the_codes_incentive_update():
     env, params = jaxmcg.make(preset["env"], **preset["env_params"])
     train = make_train(lio, env, params, lio.Config(**preset["algo_params"]),
                        TrainConfig(**{**preset["train"], "iterations": 20_000}))
-    _, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), 5))
+    _, m = train_seeds(train, 5)
     cr = np.asarray(m["collective_return"])
     final = np.array([np.convolve(c, np.ones(5) / 5, mode="valid")[-1] for c in cr])
     assert np.sum(final >= 15.0) >= 2, final

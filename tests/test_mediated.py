@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gradcheck import assert_grad_matches_fd, f64
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg.algos import mediated as M
@@ -429,7 +430,7 @@ def test_unconstrained_mediator_beats_ippo_on_pd():
     env, params = jaxmcg.make("pd")
     tc = TrainConfig(n_envs=128, iterations=2000, log_every=500, eval_envs=1024)
     train = make_train(M, env, params, M.Config(), tc)
-    runner, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), 5))
+    runner, m = train_seeds(train, 5)
     sw = np.asarray(m["collective_return"])[:, -1]
     print("final SW per seed:", sw, "mean:", sw.mean())
     assert sw.mean() > -3.0, sw

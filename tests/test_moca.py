@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg.algos import moca
@@ -228,7 +229,7 @@ def test_pd_learning_finds_the_defection_penalty_contract():
     env, params = jaxmcg.make("pd")
     tc = TrainConfig(n_envs=128, iterations=600, log_every=60, eval_envs=512)
     train = make_train(moca, env, params, moca.Config(lr=2e-3, lr_critic=4e-3), tc)
-    _, m = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), 4))
+    _, m = train_seeds(train, 4)
     sw = np.asarray(m["collective_return"])  # [seed, point]
     accept = np.asarray(m["moca/eval_acceptance_rate"])[:, -1]
     contracts = np.asarray(m["moca/eval_contract_frequency"])[:, -1]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from gradcheck import assert_grad_matches_fd, f64
 from jax.scipy.stats import norm
+from seeds import train_seeds
 
 import jaxmcg
 from jaxmcg.algos import pg_c
@@ -160,8 +161,7 @@ def _train(config, *, iterations=300, n_envs=128, seeds=5, log_every=50):
     env, env_params = jaxmcg.make("escape_room")
     tc = TrainConfig(n_envs=n_envs, iterations=iterations, log_every=log_every, eval_envs=256)
     train = make_train(pg_c, env, env_params, config, tc)
-    _, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
-    return jax.tree_util.tree_map(np.asarray, metrics)
+    return train_seeds(train, seeds)[1]
 
 
 def test_givers_stop_paying_and_escape_room_stays_unsolved():

@@ -11,6 +11,7 @@ import pytest
 from env_checks import assert_rejected_before_compiling
 from gradcheck import assert_grad_matches_fd, f64
 from jax.flatten_util import ravel_pytree
+from seeds import train_seeds
 
 import jaxmcg
 from envs.matrix_games import MatrixGame
@@ -326,7 +327,7 @@ def _train_matrix_game(algo, config, seeds=3, iterations=120):
     train = make_train(algo, env, env.default_params, config,
                        TrainConfig(n_envs=16, iterations=iterations, log_every=iterations // 2,
                                    eval_envs=32))
-    runner, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    runner, metrics = train_seeds(train, seeds)
     return runner.algo_state, metrics
 
 
