@@ -183,7 +183,8 @@ def plot(runs: list[dict], metrics: list[str], x: str, path: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.plot", description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", help="where to write curves.png and summary.md (default: first RUN_DIR)")
+    p.add_argument("--out", help="where to write curves.png, summary.md and deciles.md (default: first "
+                                 "RUN_DIR)")
     p.add_argument("--metrics", nargs="+", help="scalar metrics to plot (default: all)")
     p.add_argument("--x", default="iteration", choices=("iteration", "env_steps", "wall_time"))
     p.add_argument("--deciles", default="collective_return", metavar="METRIC",
