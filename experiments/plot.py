@@ -68,16 +68,22 @@ def scalar_metrics(lines: list[dict]) -> list[str]:
     return names
 
 
-def curve(lines: list[dict], metric: str, x: str = "iteration"):
-    """`(xs, mean, stderr, n_seeds)` of `metric` over seeds at each logged point (points where some
-    seed lacks the metric are dropped). `x` is averaged over seeds too (env_steps, wall_time)."""
+def _logged_by_every_seed(lines: list[dict], metric: str) -> tuple[dict[int, list[dict]], int]:
+    """The lines that log `metric`, by iteration, keeping the iterations every seed has logged; and
+    the number of seeds."""
     by_iter: dict[int, list[dict]] = {}
     for line in lines:
         if metric in line:
             by_iter.setdefault(line["iteration"], []).append(line)
+    n = max((len(v) for v in by_iter.values()), default=0)
+    return {i: v for i, v in by_iter.items() if len(v) == n}, n
+
+
+def curve(lines: list[dict], metric: str, x: str = "iteration"):
+    """`(xs, mean, stderr, n_seeds)` of `metric` over seeds at each logged point (points where some
+    seed lacks the metric are dropped). `x` is averaged over seeds too (env_steps, wall_time)."""
+    by_iter, n = _logged_by_every_seed(lines, metric)
     its = sorted(by_iter)
-    n = max((len(by_iter[i]) for i in its), default=0)
-    its = [i for i in its if len(by_iter[i]) == n]
     xs = np.array([np.mean([ln[x] for ln in by_iter[i]]) for i in its], dtype=float)
     values = np.array([[ln[metric] for ln in by_iter[i]] for i in its], dtype=float).reshape(len(its), n)
     mean = values.mean(axis=1) if len(its) else np.zeros(0)
@@ -114,16 +120,12 @@ def deciles(lines: list[dict], metric: str, points: int = 10) -> list[tuple[int,
     """The curve as numbers: for k = 1..points, `(iteration, median, min, max)` over seeds of
     `metric` at the logged iteration k/points of the way through the run (the last one for k =
     points; iterations some seed has not logged are dropped, as in `curve`)."""
-    by_iter: dict[int, list[float]] = {}
-    for line in lines:
-        if metric in line:
-            by_iter.setdefault(line["iteration"], []).append(float(line[metric]))
-    n = max((len(v) for v in by_iter.values()), default=0)
-    its = [i for i in sorted(by_iter) if len(by_iter[i]) == n]
+    by_iter, _ = _logged_by_every_seed(lines, metric)
+    its = sorted(by_iter)
     out = []
     for k in range(1, points + 1) if its else ():
         it = its[max(0, math.ceil(len(its) * k / points) - 1)]
-        v = np.array(by_iter[it]) + 0.0  # -0.0 prints as "-0"
+        v = np.array([ln[metric] for ln in by_iter[it]], dtype=float) + 0.0  # -0.0 prints as "-0"
         out.append((it, float(np.median(v)), float(v.min()), float(v.max())))
     return out
 

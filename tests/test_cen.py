@@ -74,7 +74,7 @@ def test_cen_solves_er_2_1():
     env, params = jaxmcg.make("escape_room")
     tc = TrainConfig(n_envs=32, iterations=150, log_every=15, eval_envs=512)
     _, m = train_seeds(make_train(cen, env, params, cen.Config(), tc), 3)
-    sw = np.asarray(m["collective_return"])  # [seed, evaluation]
+    sw = m["collective_return"]  # [seed, evaluation]
     assert np.all(sw[:, 0] < 6.0), sw
     assert np.median(sw[:, -1]) >= 8.5, sw
 

@@ -289,10 +289,10 @@ def test_es_d3c_lowers_the_price_of_anarchy_of_pg_learners_on_the_ipd():
     # PG learners alone reach mutual defection, rho = 20/10 = 2, within ~200 iterations.
     runner, m = _es_train("d3c", 1600, lr_mixing=1.0, perturbation=1.0, epsilon=0.5,
                           trial_min=10, trial_max=20)
-    rho = -np.asarray(m["collective_return"]) / 10.0  # [seeds, logged points]
+    rho = -m["collective_return"] / 10.0  # [seeds, logged points]
     assert rho[:, 0].mean() > 1.5, rho
     assert rho[:, -1].mean() <= 1.3, rho
-    assert (np.asarray(m["d3c/trials_done"]).sum(axis=1) > 0).all()
+    assert (m["d3c/trials_done"].sum(axis=1) > 0).all()
     assert np.isfinite(np.asarray(runner.algo_state.es.log_mixing)).all()
 
 

@@ -231,8 +231,8 @@ def test_converges_to_mutual_defection_in_pd():
     tc = TrainConfig(n_envs=128, iterations=600, log_every=100, eval_envs=1024)
     train = make_train(ippo, env, params, ippo.Config(), tc)
     _, m = train_seeds(train, 5)
-    sw = np.asarray(m["collective_return"])[:, -1]
-    p_defect = np.asarray(m["action_frequency"])[:, -1, :, 1]  # [seed, agent]
+    sw = m["collective_return"][:, -1]
+    p_defect = m["action_frequency"][:, -1, :, 1]  # [seed, agent]
     assert np.all(sw <= -3.8), sw
     assert np.all(p_defect > 0.9), p_defect
-    assert np.all(np.isfinite(np.asarray(m["ippo/value_loss"])))
+    assert np.all(np.isfinite(m["ippo/value_loss"]))

@@ -105,7 +105,7 @@ def test_learns_the_optimum_of_a_monotone_matrix_game():
     train = make_train(iql, env, env.default_params, config,
                        TrainConfig(n_envs=16, iterations=120, log_every=60, eval_envs=32))
     runner, metrics = train_seeds(train, 3)
-    final = np.asarray(metrics["collective_return"][:, -1])
+    final = metrics["collective_return"][:, -1]
     start = jax.nn.one_hot(jnp.full((2,), 9), 10)
     q_start = np.asarray(jax.vmap(lambda s: iql.q_values(s, start).max(-1))(runner.algo_state))
     print(f"IQL monotone game: greedy collective return per seed {final} (optimum 32, uniform 12),"

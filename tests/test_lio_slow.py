@@ -17,7 +17,7 @@ def _run_preset(name, seeds=5, **algo_extra):
     config = lio.Config(**{**preset.get("algo_params", {}), **algo_extra})
     train = make_train(lio, env, params, config, TrainConfig(**preset["train"]))
     _, m = train_seeds(train, seeds)
-    cr = np.asarray(m["collective_return"])
+    cr = m["collective_return"]
     # judge on a moving average: the curves are noisy (spec/performance-notes.md)
     return np.array([np.convolve(c, np.ones(5) / 5, mode="valid")[-1] for c in cr])
 
@@ -45,7 +45,7 @@ def test_lio_paper_preset_er_5_3_with_the_codes_incentive_update():
     train = make_train(lio, env, params, lio.Config(**preset["algo_params"]),
                        TrainConfig(**{**preset["train"], "iterations": 20_000}))
     _, m = train_seeds(train, 5)
-    cr = np.asarray(m["collective_return"])
+    cr = m["collective_return"]
     final = np.array([np.convolve(c, np.ones(5) / 5, mode="valid")[-1] for c in cr])
     assert np.sum(final >= 15.0) >= 2, final
 

@@ -431,12 +431,12 @@ def test_unconstrained_mediator_beats_ippo_on_pd():
     tc = TrainConfig(n_envs=128, iterations=2000, log_every=500, eval_envs=1024)
     train = make_train(M, env, params, M.Config(), tc)
     runner, m = train_seeds(train, 5)
-    sw = np.asarray(m["collective_return"])[:, -1]
+    sw = m["collective_return"][:, -1]
     print("final SW per seed:", sw, "mean:", sw.mean())
     assert sw.mean() > -3.0, sw
     assert np.sum(sw > -2.4) >= 3, sw
-    delegation = np.asarray(m["mediated/eval_delegation_rate"])[:, -1]  # [seed, agent]
+    delegation = m["mediated/eval_delegation_rate"][:, -1]  # [seed, agent]
     assert np.all(delegation[sw > -2.4] > 0.8), delegation
-    assert np.all(np.isfinite(np.asarray(m["mediated/mediator_critic_loss"])))
+    assert np.all(np.isfinite(m["mediated/mediator_critic_loss"]))
     np.testing.assert_array_equal(runner.algo_state.log_lambda, 0.0)  # no dual steps
     assert "mediated/lambda" not in m

@@ -230,12 +230,12 @@ def test_pd_learning_finds_the_defection_penalty_contract():
     tc = TrainConfig(n_envs=128, iterations=600, log_every=60, eval_envs=512)
     train = make_train(moca, env, params, moca.Config(lr=2e-3, lr_critic=4e-3), tc)
     _, m = train_seeds(train, 4)
-    sw = np.asarray(m["collective_return"])  # [seed, point]
-    accept = np.asarray(m["moca/eval_acceptance_rate"])[:, -1]
-    contracts = np.asarray(m["moca/eval_contract_frequency"])[:, -1]
+    sw = m["collective_return"]  # [seed, point]
+    accept = m["moca/eval_acceptance_rate"][:, -1]
+    contracts = m["moca/eval_contract_frequency"][:, -1]
     print("SW per seed (min, final):", sw.min(1), sw[:, -1], "acceptance:", accept)
     assert np.all(sw.min(1) < -3.5), sw
     assert np.all(sw[:, -1] > -2.3), sw
     assert np.all(accept > 0.9), accept
     assert np.all(contracts[:, D_15:D_3 + 1].sum(1) > 0.9), contracts
-    np.testing.assert_allclose(np.asarray(m["moca/eval_mean_transfer"]).sum(-1), 0.0, atol=1e-3)
+    np.testing.assert_allclose(m["moca/eval_mean_transfer"].sum(-1), 0.0, atol=1e-3)

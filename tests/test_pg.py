@@ -29,7 +29,7 @@ def test_pg_fails_on_er_2_1():
     train = make_train(pg, env, params, pg.Config(lr=1e-2),
                        TrainConfig(n_envs=256, iterations=1000, log_every=50, eval_envs=1024))
     _, m = train_seeds(train, 5)
-    final = np.asarray(m["collective_return"])[:, -3:].mean(axis=1)
+    final = m["collective_return"][:, -3:].mean(axis=1)
     assert np.median(final) <= 0.0, final
 
 

@@ -345,8 +345,8 @@ def test_learns_the_optimum_of_a_monotone_matrix_game():
                          eps_start=1.0, eps_end=0.05, eps_div=400.0, buffer_size=2000,
                          batch_size=64, steps_per_train=2, pretrain_episodes=16)
     state, metrics = _train_matrix_game(qmix, config)
-    final = np.asarray(metrics["collective_return"][:, -1])
-    train_steps = np.asarray(metrics["qmix/train_steps_total"][:, -1])
+    final = metrics["collective_return"][:, -1]
+    train_steps = metrics["qmix/train_steps_total"][:, -1]
     start = jax.nn.one_hot(jnp.full((2,), 9), 10)  # memory1: "start" entry
     last = jax.nn.one_hot(jnp.full((2,), 8), 10)  # previous joint action (2, 2)
     values = np.asarray(jax.vmap(lambda s: jnp.stack([greedy_q_tot(s, start),
