@@ -154,19 +154,24 @@ def test_cost_step_is_adam_with_its_epsilon():
 
 def test_meta_gradient_step_is_adam_with_its_epsilon():
     """With the cost switched off, one incentive step moves eta by Adam's first step on the
-    meta-gradient, -lr g / (|g| + incentive_adam_eps), plus -lr * incentive_weight_decay * eta. The
-    meta-gradient is small (it carries the recipients' lr), so the default epsilon normalises it to
-    steps of lr, and one above its scale turns the step into lr g / eps, far below lr."""
+    meta-gradient, -lr g / (|g| + incentive_adam_eps), plus -lr * incentive_weight_decay * eta once
+    the iteration reaches incentive_weight_decay_start. The meta-gradient is small (it carries the
+    recipients' lr), so the default epsilon normalises it to steps of lr, and one above its scale
+    turns the step into lr g / eps, far below lr."""
     state, _, tau_hat = _frozen_batches(lio.Config())
     state = state.replace(has_prev=jnp.ones((), bool))
     meta = jax.tree_util.tree_leaves(lio.incentive_grads(
         state, state.prev_params, state.prev_batch, tau_hat, state.prev_eps))
     assert max(float(jnp.abs(g).max()) for g in meta) < 0.05  # small next to the eps of 1 below
     eta = jax.tree_util.tree_leaves(state.eta)
-    for eps, decay in ((1e-8, 0.0), (1.0, 0.0), (1.0, 0.5)):
+    step = jax.jit(lio.incentive_step)
+    for eps, decay, start, iteration in ((1e-8, 0.0, 0.0, 0), (1.0, 0.0, 0.0, 0), (1.0, 0.5, 0.0, 0),
+                                         (1.0, 0.5, 7.0, 6), (1.0, 0.5, 7.0, 7)):
         config = lio.Config(lr_incentive=1e-3, cost_coef=0.0, incentive_adam_eps=eps,
-                            incentive_weight_decay=decay)
-        new, _ = jax.jit(lio.incentive_step)(state.replace(config=config), tau_hat)
+                            incentive_weight_decay=decay, incentive_weight_decay_start=start)
+        new, _ = step(state.replace(config=config, iteration=jnp.asarray(iteration, jnp.int32)),
+                      tau_hat)
+        decay = decay if iteration >= start else 0.0
         moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(jnp.subtract, new.eta, state.eta))
         for d, g, w in zip(moved, meta, eta):
             g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
@@ -224,6 +229,8 @@ def test_incentive_update_is_validated():
         lio.Config(logit_l2=-0.1).validate()
     with pytest.raises(ValueError, match="incentive_weight_decay=-1.0 is invalid; valid: a number >= 0"):
         lio.Config(incentive_weight_decay=-1.0).validate()
+    with pytest.raises(ValueError, match="incentive_weight_decay_start=-1.0 is invalid"):
+        lio.Config(incentive_weight_decay_start=-1.0).validate()
     with pytest.raises(ValueError, match="cost_adam_eps=0.0001 needs the separate cost optimiser"):
         lio.Config(cost_adam_eps=1e-4, separate_cost_optimizer=False).validate()
 

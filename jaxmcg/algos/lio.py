@@ -100,6 +100,10 @@ class Config:
     # to -4 by 7k; the three seeds not yet coordinated went back to the lever (two reach 16.7-17.0
     # without it).
     incentive_weight_decay: float = 0.0
+    # The first iteration the decay acts on (0 = from the start). Stop 24's fork suggests a decay
+    # that starts after the lever phase: it held coordinated seeds but sent uncoordinated ones back to
+    # the lever. A float so that `--sweep incentive_weight_decay_start=...` can scan it.
+    incentive_weight_decay_start: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
     eps_end: float = 0.1  # Table B.4 (0.3 for N=3)
@@ -147,7 +151,7 @@ class Config:
         for name in ("cost_adam_eps", "incentive_adam_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number > 0")
-        for name in ("logit_l2", "incentive_weight_decay"):
+        for name in ("logit_l2", "incentive_weight_decay", "incentive_weight_decay_start"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number >= 0")
         if self.cost_adam_eps != 1e-8 and not self.separate_cost_optimizer:
@@ -504,7 +508,8 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
         upd, eta_opt_state = eta_step(total, state.eta_opt_state)
         eta, cost_opt_state = optax.apply_updates(state.eta, upd), state.cost_opt_state
     if c.incentive_weight_decay > 0:  # once, not once per giver's Adam as adamw would under all_givers
-        decay = c.lr_incentive * c.incentive_weight_decay
+        started = state.iteration >= c.incentive_weight_decay_start
+        decay = c.lr_incentive * c.incentive_weight_decay * started
         eta = jax.tree_util.tree_map(lambda e, e0: e - decay * e0, eta, state.eta)
     keep = state.has_prev  # the pipelined variant has nothing to validate on its first update
     pick = lambda new, old: jax.tree_util.tree_map(lambda x, y: jnp.where(keep, x, y), new, old)
