@@ -146,11 +146,7 @@ def resolve(args) -> dict:
         algo_params[k] = _parse_value(k, v, fields[k])
     _learner_params(algo_params, fields, {k: v for k, v in pairs.items() if "." in k})
     config = algo.Config(**algo_params)
-    if hasattr(config, "validate"):
-        if "num_agents" in inspect.signature(config.validate).parameters:
-            config.validate(num_agents=env.num_agents)
-        else:
-            config.validate()
+    _validate(config, env)
 
     if hasattr(algo, "check_env"):  # algorithm-specific limits (DCL: discrete, flat, K | T)
         algo.check_env(env, made_params, config)
@@ -171,9 +167,17 @@ def resolve(args) -> dict:
     seeds = args.seeds if args.seeds is not None else 1
     if seeds <= 0:
         raise UsageError(f"--seeds={seeds} is invalid: must be a positive integer")
-    from jaxmcg.sweep import parse_sweep
+    from jaxmcg.sweep import apply as sweep_apply
+    from jaxmcg.sweep import grid_points, parse_sweep
 
     sweep = parse_sweep(args.sweep, config, made_params)
+    for point in grid_points(sweep):  # inside the program the swept values are tracers: check here
+        try:
+            point_config, point_params = sweep_apply(point, config, made_params)
+            _validate(point_config, env)
+            env.validate_params(point_params)
+        except ValueError as err:
+            raise UsageError(f"--sweep point {point}: {err}") from None
     return {
         "algo": algo_name, "env": env_id, "env_params": env_params,
         "algo_config": _jsonable(dataclasses.asdict(config)), "algo_params": _jsonable(algo_params),
@@ -181,6 +185,15 @@ def resolve(args) -> dict:
         "sweep": sweep or None, "devices": args.devices or 1,
         "init_agents_from": init_agents_from and os.path.abspath(init_agents_from),
     }
+
+
+def _validate(config, env) -> None:
+    """The algorithm Config's own checks, with the environment's agent count where it takes one."""
+    if hasattr(config, "validate"):
+        if "num_agents" in inspect.signature(config.validate).parameters:
+            config.validate(num_agents=env.num_agents)
+        else:
+            config.validate()
 
 
 def _learner_params(algo_params: dict, fields: dict, dotted: dict) -> None:

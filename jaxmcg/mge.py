@@ -32,6 +32,7 @@ from flax import struct
 from jax.scipy.special import logsumexp
 
 from jaxmcg import tabular
+from jaxmcg.sweep import concrete
 from jaxmcg.tabular import TabularGame
 
 VALUES = ("expect", "lse")
@@ -157,12 +158,8 @@ def _finish(u, q, beta, mask, value):
 # argument checks (before compiling; traced values inside vmap are not checked)
 
 
-def _concrete(x) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
-
-
 def _check_range(name, x, ok, valid):
-    if not _concrete(x):
+    if not concrete(x):
         return
     arr = np.asarray(x, dtype=np.float64)
     if not (np.all(np.isfinite(arr)) and np.all(ok(arr))):
@@ -180,7 +177,7 @@ def _check_common(game, beta, alpha, eps, max_iter, value, order):
     _check_range("beta", beta, lambda b: b > 0, "finite beta > 0")
     _check_range("alpha", alpha, lambda a: (a > 0) & (a <= 1), "alpha in (0, 1]")
     _check_range("eps", eps, lambda e: e > 0, "eps > 0")
-    if _concrete(max_iter):
+    if concrete(max_iter):
         arr = np.asarray(max_iter)
         if arr.dtype.kind not in "iu" or np.any(arr < 1):
             raise ValueError(f"max_iter={max_iter!r} is invalid: it must be an integer >= 1")

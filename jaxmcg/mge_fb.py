@@ -30,6 +30,7 @@ import numpy as np
 from flax import struct
 
 from jaxmcg import mge, tabular
+from jaxmcg.sweep import concrete
 
 
 @struct.dataclass
@@ -162,12 +163,12 @@ def _check_args(game, horizon, beta, num_iters, eta, eps):
     for name, val in (("horizon", horizon), ("num_iters", num_iters)):
         if isinstance(val, bool) or int(val) != val or int(val) < 1:
             raise ValueError(f"{name}={val!r} is invalid: it must be an integer >= 1")
-    b = np.asarray(beta) if mge._concrete(beta) else None
+    b = np.asarray(beta) if concrete(beta) else None
     if b is not None and (b.shape not in ((), (game.num_agents,))
                           or not (np.isfinite(b) & (b > 0)).all()):
         raise ValueError(f"beta={beta!r} is invalid: it must be > 0, a scalar or one per agent "
                          f"({game.num_agents})")
-    e = np.asarray(eta) if mge._concrete(eta) else None
+    e = np.asarray(eta) if concrete(eta) else None
     if e is not None and not (e.shape == () and 0.0 < e <= 1.0):
         raise ValueError(f"eta={eta!r} is invalid: the damping must lie in (0, 1] (1 = undamped)")
     if eps is not None and not float(eps) > 0:

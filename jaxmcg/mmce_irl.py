@@ -26,6 +26,7 @@ import numpy as np
 from flax import struct
 
 from jaxmcg import mge, tabular
+from jaxmcg.sweep import concrete
 from jaxmcg.tabular import TabularGame
 
 
@@ -116,7 +117,7 @@ def _check_irl(game, features, theta0, rho, bound, beta, alpha, eps, max_iter):
     if np.shape(theta0) != (m, features.shape[3]):
         raise ValueError(f"theta0 has shape {np.shape(theta0)}; expected {(m, features.shape[3])}")
     mge._check_range("rho", rho, lambda r: r > 0, "rho > 0")
-    if mge._concrete(bound) and not np.all(np.asarray(bound, np.float64) > 0):
+    if concrete(bound) and not np.all(np.asarray(bound, np.float64) > 0):
         raise ValueError(f"bound={bound!r} is invalid: valid values are bound > 0 (inf: no projection)")
     mge._check_common(game, beta, alpha, eps, max_iter, "lse", "jacobi")
 

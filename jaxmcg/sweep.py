@@ -47,6 +47,13 @@ def parse_sweep(pairs: list[str], config, env_params) -> dict[str, list[float]]:
     return out
 
 
+def concrete(*values) -> bool:
+    """True when no leaf of `values` is a tracer. A `Config.validate` called inside a traced program
+    sees swept values as tracers; it checks only the concrete ones (`experiments.run` has checked
+    every point's values before tracing)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(values))
+
+
 def grid_points(sweep: dict[str, list[float]]) -> list[dict[str, float]]:
     """The Cartesian product, last key fastest; `[{}]` (one point, nothing swept) when empty."""
     keys = list(sweep)

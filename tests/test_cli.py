@@ -59,6 +59,10 @@ def no_compile():
     (["--algo", "lio", "--env", "escape_room", "--sweep", "lr=fast"], "values must be numbers"),
     (["--algo", "lio", "--env", "escape_room", "--sweep", "lr"], "must look like KEY=V1,V2"),
     (["--algo", "lio", "--env", "escape_room", "--sweep", "env.nope=1"], "valid: "),
+    (["--algo", "lio", "--env", "escape_room", "--sweep", "incentive_weight_decay_start=5,-1"],
+     "--sweep point {'incentive_weight_decay_start': -1.0}: incentive_weight_decay_start=-1.0 is"),
+    (["--algo", "lio", "--env", "cleanup-7x7", "--sweep", "env.apple_respawn_prob=0.5,1.5"],
+     "apple_respawn_prob=1.5 is invalid: must be in [0, 1]"),
     (["--algo", "lio", "--env", "escape_room", "--devices", "0"], "--devices='0' is invalid"),
     (["--algo", "lio", "--env", "escape_room", "--devices", f"{len(jax.devices()) + 1}"],
      "device(s) are visible"),
@@ -70,6 +74,18 @@ def test_bad_input_fails_before_compilation(argv, needle, capsys, no_compile, tm
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
     assert not [e for e in no_compile if "backend_compile" in e]
     assert not (tmp_path / "r").exists()
+
+
+def test_a_validated_float_can_be_swept():
+    """Config.validate runs inside the traced program too, where a swept value is a tracer: it
+    checks only concrete values, and the CLI has checked every point before (above)."""
+    from jaxmcg import runner
+
+    args = run.build_parser().parse_args(
+        ["--algo", "lio", "--env", "escape_room", "--algo-param", "incentive_weight_decay=0.3",
+         "--sweep", "incentive_weight_decay_start=0,5"])
+    program = runner.prepare(run.resolve(args))  # traces init and a chunk with the tracers
+    assert [p["incentive_weight_decay_start"] for p in program.points] == [0.0, 5.0]
 
 
 def test_bad_input_exit_code_from_a_shell():

@@ -81,6 +81,7 @@ from jaxmcg.critic import soft_update
 from jaxmcg.distributions import linear_epsilon
 from jaxmcg.losses import masked_mean
 from jaxmcg.offpolicy import run_train_steps
+from jaxmcg.sweep import concrete
 
 LOOPS = ("auto", "on_policy", "off_policy")
 ADVANTAGES = ("credit", "qv")
@@ -146,14 +147,14 @@ class Config:
                              f"stage1_n_envs={self.stage1_n_envs}")
         for prefix in ("", "stage1_"):  # floats may be swept (tracers): check concrete ones only
             start, end, div = (getattr(self, prefix + k) for k in ("eps_start", "eps_end", "eps_div"))
-            if _concrete(start, end) and not 0.0 <= end <= start <= 1.0:
+            if concrete(start, end) and not 0.0 <= end <= start <= 1.0:
                 raise ValueError(f"{prefix}eps_start={start}, {prefix}eps_end={end} are invalid: "
                                  "need 0 <= eps_end <= eps_start <= 1")
-            if _concrete(div) and div <= 0:
+            if concrete(div) and div <= 0:
                 raise ValueError(f"{prefix}eps_div={div} is invalid: must be > 0")
         for name in ("tau", "gamma"):
             value = getattr(self, name)
-            if _concrete(value) and not 0.0 <= value <= 1.0:
+            if concrete(value) and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is invalid: must be in [0, 1]")
 
     def stage1(self) -> Config:
@@ -163,10 +164,6 @@ class Config:
             eps_end=self.stage1_eps_end, eps_div=self.stage1_eps_div,
             batch_size=self.stage1_batch_size, epochs=self.stage1_epochs,
             buffer_size=self.stage1_buffer_size)
-
-
-def _concrete(*values) -> bool:
-    return all(isinstance(v, (int, float)) for v in values)
 
 
 def _stage1_fields(episodes, eps_start, eps_end, eps_div, batch, epochs=24, buffer=10_000):
@@ -386,7 +383,8 @@ def stage1_env(env, env_params):
     copy = {"particle": (), "checkers": ("max_steps_in_episode", "own_reward", "other_reward",
                                         "fail_penalty"),
             "lane_merge": ("max_steps_in_episode", "min_insert_gap")}[kind]
-    overrides = {k: getattr(env_params, k) for k in copy if _concrete(getattr(env_params, k))}
+    overrides = {k: getattr(env_params, k) for k in copy  # plain numbers (not swept or arrays)
+                 if isinstance(getattr(env_params, k), (int, float))}
     if kind == "lane_merge":
         overrides["lateral_mode"] = env.lateral_mode
     return make(STAGE1_ENV_IDS[kind], **overrides)

@@ -45,6 +45,7 @@ from jaxmcg.networks import NETWORKS, agent_slice, apply_per_agent, init_per_age
 from jaxmcg.policy import init_policy, log_probs, num_actions, obs_example, reinforce_terms
 from jaxmcg.returns import discounted_prefix, discounted_returns
 from jaxmcg.rollout import episode_rollout
+from jaxmcg.sweep import concrete
 from jaxmcg.wrappers import GiveAction, wrap_observe_given
 
 INCENTIVE_UPDATES = ("own", "all_givers")
@@ -148,13 +149,14 @@ class Config:
         if self.incentive_update == "all_givers" and self.decentralized:
             raise ValueError("incentive_update='all_givers' needs the others' true policies; with "
                              "decentralized=True the valid value is 'own'")
-        for name in ("cost_adam_eps", "incentive_adam_eps"):
-            if not getattr(self, name) > 0:
+        for name in ("cost_adam_eps", "incentive_adam_eps"):  # floats may be swept: concrete ones
+            if concrete(getattr(self, name)) and not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number > 0")
         for name in ("logit_l2", "incentive_weight_decay", "incentive_weight_decay_start"):
-            if not getattr(self, name) >= 0:
+            if concrete(getattr(self, name)) and not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number >= 0")
-        if self.cost_adam_eps != 1e-8 and not self.separate_cost_optimizer:
+        if (concrete(self.cost_adam_eps) and self.cost_adam_eps != 1e-8
+                and not self.separate_cost_optimizer):
             raise ValueError(f"cost_adam_eps={self.cost_adam_eps!r} needs the separate cost optimiser; "
                              "with separate_cost_optimizer=False the valid value is 1e-8 (unused)")
 
