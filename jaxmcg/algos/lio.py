@@ -101,9 +101,11 @@ class Config:
     # to -4 by 7k; the three seeds not yet coordinated went back to the lever (two reach 16.7-17.0
     # without it).
     incentive_weight_decay: float = 0.0
-    # The first iteration the decay acts on (0 = from the start). Stop 24's fork suggests a decay
-    # that starts after the lever phase: it held coordinated seeds but sent uncoordinated ones back to
-    # the lever. A float so that `--sweep incentive_weight_decay_start=...` can scan it.
+    # The first iteration the decay acts on (0 = from the start); a float so that --sweep can scan
+    # it. On lio-er-5-3-batched (5 seeds, 16k iterations, decay 0.3; notes, stop 29) a start of 9k
+    # ended with a median of 16.97 over the last 10% (three seeds at 17.0, one at 10.4 sliding from
+    # 16.6, one never coordinated; two seeds coordinated after the decay began), a start of 6k at
+    # -4.94 (the two seeds at 17 by then held it, the two rising went to the lever).
     incentive_weight_decay_start: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
