@@ -29,7 +29,9 @@ def test_lio_er_3_2():
 
 
 def test_lio_er_5_3():
-    """Thesis Fig B.4c: LIO converges to the optimum 17 on ER(5,3) (issue: median >= 16)."""
+    """Thesis Fig B.4c: LIO converges to the optimum 17 on ER(5,3) (issue: median >= 16). The
+    batched preset needs a decay on eta from iteration 9k (not in the thesis; stop 29's CLI run of
+    these seeds: 16.99, 16.97, 16.99 on three of five)."""
     final = _run_preset("lio-er-5-3-batched")
     assert np.median(final) >= 16.0, final
 

@@ -102,10 +102,9 @@ class Config:
     # without it).
     incentive_weight_decay: float = 0.0
     # The first iteration the decay acts on (0 = from the start); a float so that --sweep can scan
-    # it. On lio-er-5-3-batched (5 seeds, 16k iterations, decay 0.3; notes, stop 29) a start of 9k
-    # ended with a median of 16.97 over the last 10% (three seeds at 17.0, one at 10.4 sliding from
-    # 16.6, one never coordinated; two seeds coordinated after the decay began), a start of 6k at
-    # -4.94 (the two seeds at 17 by then held it, the two rising went to the lever).
+    # it. lio-er-5-3-batched uses 0.3 from 9k (notes, stop 29): last-10% medians 16.97 (seeds
+    # 0-4; two seeds coordinated after the decay began) and 16.82 (5 held-out seeds); from 6k the
+    # median was -4.94 (the seeds at 17 by then held it, the two rising went to the lever).
     incentive_weight_decay_start: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
