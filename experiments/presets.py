@@ -87,7 +87,8 @@ PRESETS: dict[str, dict] = {
     # have left the lever, holds the coordinated seeds and lets others still coordinate: last-10%
     # medians 16.97 on seeds 0-4 and 16.82 on 5 held-out seeds (6 of 10 at 16.8-17.0, two sliding
     # to 10-13, two never coordinated). Decay from 6k: -4.94 (seeds rising then went to the lever);
-    # logit_l2 1e-2 instead: every seed at the lever to 12k.
+    # logit_l2 1e-2 instead: every seed at the lever to 12k. Not robust: test_lio_er_5_3 (same
+    # seeds, a 5-run program) ended with 2 of 5 at 17, median 6.13.
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 1e-3,
                                             "entropy_coef": 0.05,
