@@ -206,6 +206,38 @@ def test_logit_penalty_is_the_squared_logit_of_the_payments():
             assert after == before
 
 
+def test_logit_bound_steps_overshooting_logits_back():
+    """logit_overshoot = sum_t (env mean) of relu(|logit(given / R_max)| - logit_bound)^2, zero
+    inside the bound; with eta scaled until the logits pass it, one incentive step (cost off)
+    shrinks the overshoot under either incentive_update, and without the bound it does not."""
+    state, _, tau_hat = _frozen_batches(lio.Config(), n=3, m=2)
+    state = state.replace(has_prev=jnp.ones((), bool))
+    batch = state.prev_batch
+    big = state.replace(eta=jax.tree_util.tree_map(lambda w: 3.0 * w, state.eta))
+    z = np.asarray(lio._logits(big, big.eta, batch.obs, batch.action.action), np.float64)
+    bound = float(np.quantile(np.abs(z[..., ~np.eye(3, dtype=bool)]), 0.5))  # half of them outside
+    over = np.maximum(np.abs(z) - bound, 0.0) ** 2
+    expected = (over.sum(axis=(-1, -2)) * np.asarray(batch.valid)).sum(0).mean()
+    assert expected > 0
+    config = lio.Config(lr_incentive=1e-2, cost_coef=0.0, logit_bound=bound)
+    np.testing.assert_allclose(lio.logit_overshoot(big.eta, big.replace(config=config), batch),
+                               expected, rtol=1e-4)
+    inside = lio.Config(logit_bound=float(np.abs(z).max()) + 1.0)
+    assert float(lio.logit_overshoot(big.eta, big.replace(config=inside), batch)) == 0.0
+    step = jax.jit(lio.incentive_step)
+    for update, b in (("own", bound), ("all_givers", bound), ("own", 0.0)):
+        config = lio.Config(lr_incentive=1e-2, cost_coef=0.0, logit_bound=b, incentive_update=update)
+        s = big.replace(config=config, eta_opt_state=lio._init_eta_opt(
+            lio._adam_pair(config)[0], config, big.eta, 3))
+        new, _ = step(s, tau_hat)
+        measure = big.replace(config=lio.Config(logit_bound=bound))
+        before, after = (float(lio.logit_overshoot(e, measure, batch)) for e in (big.eta, new.eta))
+        if b:
+            assert after < 0.9 * before
+        else:  # the meta-gradient alone moves every weight by ~lr in no particular direction
+            assert after > 0.9 * before
+
+
 def test_saturated_counts_payments_that_no_longer_move():
     state, tau, _ = _frozen_batches(lio.Config(), n=3, m=2)
     fresh = np.asarray(lio.given_metrics(state, tau)["lio/saturated"])
@@ -231,6 +263,8 @@ def test_incentive_update_is_validated():
         lio.Config(incentive_weight_decay=-1.0).validate()
     with pytest.raises(ValueError, match="incentive_weight_decay_start=-1.0 is invalid"):
         lio.Config(incentive_weight_decay_start=-1.0).validate()
+    with pytest.raises(ValueError, match="logit_bound=-6.0 is invalid; valid: a number >= 0"):
+        lio.Config(logit_bound=-6.0).validate()
     with pytest.raises(ValueError, match="cost_adam_eps=0.0001 needs the separate cost optimiser"):
         lio.Config(cost_adam_eps=1e-4, separate_cost_optimizer=False).validate()
 

@@ -106,6 +106,12 @@ class Config:
     # 0-4; two seeds coordinated after the decay began) and 16.82 (5 held-out seeds); from 6k the
     # median was -4.94 (the seeds at 17 by then held it, the two rising went to the lever).
     incentive_weight_decay_start: float = 0.0
+    # Not in the thesis (0 = off): adds sum relu(|z| - logit_bound)^2 over the givers' pre-sigmoid
+    # outputs z on tau to each giver's meta-gradient loss, so the incentive Adam (lr_incentive,
+    # which outpaces the cost's) steps any weight that pushes a logit past +-logit_bound back,
+    # while inside the bound the meta-gradient and the cost act as in the thesis. Unlike the
+    # decay it has no pull towards z = 0 (sigma = 1/2, everyone paid R_max / 2 for everything).
+    logit_bound: float = 0.0
     entropy_coef: float = 0.01  # Table B.4 beta, LIO
     eps_start: float = 0.5  # Table B.4, LIO N=2
     eps_end: float = 0.1  # Table B.4 (0.3 for N=3)
@@ -153,7 +159,8 @@ class Config:
         for name in ("cost_adam_eps", "incentive_adam_eps"):  # floats may be swept: concrete ones
             if concrete(getattr(self, name)) and not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number > 0")
-        for name in ("logit_l2", "incentive_weight_decay", "incentive_weight_decay_start"):
+        for name in ("logit_l2", "incentive_weight_decay", "incentive_weight_decay_start",
+                     "logit_bound"):
             if concrete(getattr(self, name)) and not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number >= 0")
         if (concrete(self.cost_adam_eps) and self.cost_adam_eps != 1e-8
@@ -365,6 +372,19 @@ def logit_penalty(eta, state: State, batch) -> jax.Array:
     return time_sum_env_mean(jnp.sum(jnp.square(z), axis=(-1, -2)), batch.valid)
 
 
+def logit_overshoot(eta, state: State, batch) -> jax.Array:
+    """sum_t (env mean) of relu(|z| - logit_bound)^2 over the givers' pre-sigmoid outputs on tau."""
+    z = _logits(state, eta, batch.obs, batch.action.action)
+    over = jax.nn.relu(jnp.abs(z) - state.config.logit_bound)
+    return time_sum_env_mean(jnp.sum(jnp.square(over), axis=(-1, -2)), batch.valid)
+
+
+def _own_slots(grads, n: int):
+    """incentive_update="all_givers": place giver i's gradient on eta^i in giver i's Adam only."""
+    return jax.tree_util.tree_map(
+        lambda g: jnp.eye(n, dtype=g.dtype).reshape((n, n) + (1,) * (g.ndim - 1)) * g[None], grads)
+
+
 def meta_grad_autodiff(state: State, theta, eta, batch, batch_hat, eps, givers, all_etas=False):
     """d L^i / d eta^i for each giver i in `givers`, by grad through the inner step (`all_etas`:
     d L^i / d eta, over every giver's parameters)."""
@@ -490,6 +510,12 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
     if c.logit_l2 > 0:  # with the cost, in the cost's optimiser when it has its own
         penalty_grads = jax.grad(logit_penalty)(state.eta, state, batch)
         cost_grads = jax.tree_util.tree_map(lambda g, p: g + c.logit_l2 * p, cost_grads, penalty_grads)
+    n = batch.reward.shape[-1]
+    if c.logit_bound > 0:  # in the meta-gradient's optimiser, as part of each giver's L^i
+        bound_grads = jax.grad(logit_overshoot)(state.eta, state, batch)
+        if c.incentive_update == "all_givers":
+            bound_grads = _own_slots(bound_grads, n)
+        meta = jax.tree_util.tree_map(jnp.add, meta, bound_grads)
     eta_opt, cost_opt = _adam_pair(c)
     eta_step = eta_opt.update
     if c.incentive_update == "all_givers":  # giver i's Adam on all of eta; the steps add up
@@ -503,10 +529,7 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
         eta = optax.apply_updates(eta, upd)
     else:
         if c.incentive_update == "all_givers":  # giver i's own cost enters its own Adam only
-            n = batch.reward.shape[-1]
-            cost_grads = jax.tree_util.tree_map(
-                lambda g: jnp.eye(n, dtype=g.dtype).reshape((n, n) + (1,) * (g.ndim - 1)) * g[None],
-                cost_grads)
+            cost_grads = _own_slots(cost_grads, n)
         total = jax.tree_util.tree_map(jnp.add, meta, cost_grads)
         upd, eta_opt_state = eta_step(total, state.eta_opt_state)
         eta, cost_opt_state = optax.apply_updates(state.eta, upd), state.cost_opt_state
