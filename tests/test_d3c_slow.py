@@ -1,38 +1,22 @@
 """D3C's long learning runs (make test-slow)."""
 import numpy as np
 import pytest
-from seeds import train_seeds
-
-import jaxmcg
-from experiments.presets import get_preset
-from jaxmcg.algos import d3c
-from jaxmcg.train import TrainConfig, make_train
+from seeds import train_preset
 
 pytestmark = pytest.mark.slow
-
-
-def _train_preset(name, seeds, iterations, log_every):
-    """Metrics of preset `name` (its environment, D3C parameters, batch and evaluation sizes) for
-    `iterations`, `seeds` vmapped seeds."""
-    preset = get_preset(name)
-    env, params = jaxmcg.make(preset["env"], **preset.get("env_params", {}))
-    train = make_train(d3c, env, params, d3c.Config(**preset["algo_params"]),
-                       TrainConfig(n_envs=preset["train"]["n_envs"], iterations=iterations,
-                                   log_every=log_every, eval_envs=preset["train"]["eval_envs"]))
-    return train_seeds(train, seeds)[1]
 
 
 def test_es_d3c_table1_tyb_row_brings_ipd_pg_learners_to_cooperation():
     """The `d3c-ipd` preset (epsilon 0), 10 seeds x 12k iterations: measured rho 2.0 until ~3k
     iterations, 1.35 at 6.5k, 1.0 for every seed from 10.5k."""
-    m = _train_preset("d3c-ipd", 10, 12_000, 1000)
+    m = train_preset("d3c-ipd", 10, iterations=12_000, log_every=1000)
     rho = -m["collective_return"] / 10.0
     assert rho[:, 0].mean() > 1.9
     assert rho[:, -1].mean() <= 1.05, rho[:, -1]
 
 
 def _tyb(preset_name, iterations, seeds=20):
-    m = _train_preset(preset_name, seeds, iterations, iterations // 4)
+    m = train_preset(preset_name, seeds, iterations=iterations, log_every=iterations // 4)
     return m["collective_return"], m["d3c/self_weight"]
 
 

@@ -8,24 +8,9 @@ on a CPU (README, "Commitment games"; benchmarks/results/h200-runs.md has them).
 """
 import numpy as np
 import pytest
-from seeds import train_seeds
-
-import jaxmcg
-from experiments.presets import PRESETS
-from jaxmcg.algos import dcl
-from jaxmcg.train import TrainConfig, make_train
+from seeds import train_preset
 
 pytestmark = pytest.mark.slow
-
-
-def train_preset(name, seeds, iterations, **overrides):
-    p = PRESETS[name]
-    env, params = jaxmcg.make(p["env"], **p.get("env_params", {}))
-    n_envs = p["train"]["n_envs"]
-    train = make_train(dcl, env, params, dcl.Config(**{**p["algo_params"], **overrides}),
-                       TrainConfig(n_envs=n_envs, iterations=iterations, log_every=50,
-                                   eval_envs=n_envs))
-    return train_seeds(train, seeds)[1]
 
 
 def at(m, key, iteration):
@@ -35,12 +20,12 @@ def at(m, key, iteration):
 
 @pytest.fixture(scope="module")
 def pd_ic():
-    return train_preset("dcl_ic-pd", 10, 10_000)
+    return train_preset("dcl_ic-pd", 10, iterations=10_000)
 
 
 @pytest.fixture(scope="module")
 def pd_dcl():
-    return train_preset("dcl-pd", 10, 10_000)
+    return train_preset("dcl-pd", 10, iterations=10_000)
 
 
 def test_dcl_ic_pd_meets_every_target(pd_ic):
@@ -87,14 +72,14 @@ def test_trained_dcl_rejects_an_always_defect_co_player(pd_dcl):
 
 
 def test_dcl_ic_grid_reaches_the_cooperative_outcome():
-    m = train_preset("dcl_ic-grid", 2, 1500)
+    m = train_preset("dcl_ic-grid", 2, iterations=1500)
     sw = at(m, "train/collective_return", 1500)
     assert sw.min() >= -0.5, sw  # mutual defection: about -84 (code-logged); spec §5.7: 0 by 1,500
     assert at(m, "train/dcl/agreement", 1500).min() > 0.98
 
 
 def test_dcl_ic_rpc_alternates():
-    m = train_preset("dcl_ic-rpc", 2, 1000)
+    m = train_preset("dcl_ic-rpc", 2, iterations=1000)
     sw = at(m, "train/collective_return", 1000)
     assert sw.min() >= 15.0, sw  # undiscounted ceiling 16; random play about 8; baselines -> 0
 
@@ -103,7 +88,7 @@ def test_dcl_ic_public_goods_3_keeps_all_three_contributors():
     """Table 8, n = 3: 1.491 (three contributors). With the PD's entropy floor of 0 the deals drift
     to two contributors after about 2,000 iterations (last 10%: 1.38, 1.00, 1.08, 1.00, 1.49 on the
     H200); the preset's floor of 0.001 keeps 1.49-1.50 on every seed."""
-    m = train_preset("dcl_ic-pgg-3", 5, 10_000)
+    m = train_preset("dcl_ic-pgg-3", 5, iterations=10_000)
     sw = m["train/collective_return"][:, -20:].mean(axis=1)  # the last 10% of the run
     assert sw.min() >= 1.35 and np.median(sw) >= 1.45, sw  # dcl.md §5.8: 1.5 +- 0.15
     assert m["train/dcl/agreement"][:, -20:].mean(axis=1).min() > 0.99

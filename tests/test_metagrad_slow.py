@@ -1,14 +1,12 @@
 """Long MetaGrad tests (make test-slow): the GAE/PPO and Cleanup meta-gradients, thesis Fig 6.1 on
 ER(5,2) and ER(10,5) with 8 seeds and dual-RL on the same budget, the ER(2,1) payments."""
-import jax
 import numpy as np
 import pytest
+from seeds import train_preset
 from test_metagrad import _check_meta_gradient, _frozen
 
-import jaxmcg
 from experiments.presets import get_preset
 from jaxmcg.algos import metagrad
-from jaxmcg.train import TrainConfig, make_train
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +30,8 @@ def test_meta_gradient_matches_finite_differences(x64, kind):
     _check_meta_gradient(config, *frozen)
 
 
-def _run(name, seeds=8, **train):
-    preset = get_preset(name)
-    algo = jaxmcg.get_algo(preset["algo"])
-    env, params = jaxmcg.make(preset["env"], **preset.get("env_params", {}))
-    fn = make_train(algo, env, params, algo.Config(**preset.get("algo_params", {})),
-                    TrainConfig(**{**preset["train"], **train}))
-    return jax.jit(jax.vmap(fn))(jax.random.split(jax.random.PRNGKey(0), seeds))[1]
-
-
 def _designer_returns(name, seeds=8):
-    dr = np.asarray(_run(name, seeds)["designer_return"])
+    dr = np.asarray(train_preset(name, seeds)["designer_return"])
     return dr[:, -3:].mean(axis=1)  # the last three evaluations (150 iterations)
 
 
@@ -62,7 +51,7 @@ def test_metagrad_er_2_1_pays_the_lever_not_the_door():
     agents' policies saturate before psi brings the lever payment down to 1 + eps, after which it
     drops below that and the saturated lever-puller keeps pulling (designer reward up to 9): the
     test asks for cooperation, a lever payment below the maximum 2 and about 0 for the door."""
-    m = _run("metagrad-er-2-1-batched", seeds=2, iterations=600, eval_envs=512)
+    m = train_preset("metagrad-er-2-1-batched", 2, iterations=600, eval_envs=512)
     dr = np.asarray(m["designer_return"])[:, -3:].mean(axis=1)
     assert np.median(dr) >= 7.0, dr
     rec = np.asarray(m["metagrad/received_by_type"])[:, -1]  # [seed, agent, type]
@@ -85,6 +74,6 @@ def test_metagrad_paper_preset_reaches_the_optimum_on_er_5_2():
 
     resolved = run.resolve(run.build_parser().parse_args(["--preset", "metagrad-er-5-2"]))
     assert build(resolved)[3] == metagrad.Config(**get_preset("metagrad-er-5-2")["algo_params"])
-    dr = np.asarray(_run("metagrad-er-5-2", iterations=20_000)["designer_return"])
+    dr = np.asarray(train_preset("metagrad-er-5-2", 8, iterations=20_000)["designer_return"])
     final = dr[:, -20:].mean(axis=1)  # the last 2k episodes
     assert np.median(final) >= 25.0, final
