@@ -182,27 +182,6 @@ def test_meta_gradient_step_is_adam_with_its_epsilon():
         assert largest > 0.9e-3 if eps < 1e-6 else largest < (1e-4 if not decay else 1e-3)
 
 
-def test_decay_waits_for_the_collective_return_and_stays_on():
-    """With incentive_weight_decay_after_return, the decay acts from the first tau whose mean
-    collective extrinsic return reaches the value, and from then on whatever the return is."""
-    state, _, tau_hat = _frozen_batches(lio.Config())
-    state = state.replace(has_prev=jnp.ones((), bool))
-    batch = state.prev_batch
-    collective = float(np.sum(np.asarray(batch.reward) * np.asarray(batch.valid)[..., None])
-                       / batch.reward.shape[1])
-    step = jax.jit(lio.incentive_step)
-    plain, _ = step(state.replace(config=lio.Config(cost_coef=0.0)), tau_hat)
-    for threshold, latched, decays in ((collective + 1.0, False, False), (collective - 1.0, False, True),
-                                       (collective + 1.0, True, True), (0.0, False, True)):
-        config = lio.Config(cost_coef=0.0, incentive_weight_decay=0.5,
-                            incentive_weight_decay_after_return=threshold)
-        new, _ = step(state.replace(config=config, return_reached=jnp.asarray(latched)), tau_hat)
-        assert bool(new.return_reached) == (latched or collective >= threshold)
-        for d, p, w in zip(*(jax.tree_util.tree_leaves(t) for t in (new.eta, plain.eta, state.eta))):
-            expected = -config.lr_incentive * 0.5 * np.asarray(w) if decays else 0.0
-            np.testing.assert_allclose(np.asarray(d) - np.asarray(p), expected, atol=1e-7)
-
-
 def test_logit_penalty_is_the_squared_logit_of_the_payments():
     """logit_penalty = sum_t (env mean) of logit(given / R_max)^2 over givers and recipients, and one
     incentive step with only the penalty (no meta-gradient, no cost) shrinks it."""
@@ -284,8 +263,6 @@ def test_incentive_update_is_validated():
         lio.Config(incentive_weight_decay=-1.0).validate()
     with pytest.raises(ValueError, match="incentive_weight_decay_start=-1.0 is invalid"):
         lio.Config(incentive_weight_decay_start=-1.0).validate()
-    with pytest.raises(ValueError, match="incentive_weight_decay_after_return=-1.0 is invalid"):
-        lio.Config(incentive_weight_decay_after_return=-1.0).validate()
     with pytest.raises(ValueError, match="logit_bound=-6.0 is invalid; valid: a number >= 0"):
         lio.Config(logit_bound=-6.0).validate()
     with pytest.raises(ValueError, match="cost_adam_eps=0.0001 needs the separate cost optimiser"):

@@ -106,12 +106,6 @@ class Config:
     # 0-4; two seeds coordinated after the decay began) and 16.82 (5 held-out seeds); from 6k the
     # median was -4.94 (the seeds at 17 by then held it, the two rising went to the lever).
     incentive_weight_decay_start: float = 0.0
-    # Not in the thesis (0 = off): the decay also waits, per seed, for the first training batch whose
-    # mean collective extrinsic return reaches this value, and stays on from then. The start above
-    # is one iteration for every seed, but the batched ER(5,3)'s seeds coordinate between 4k and
-    # 11k iterations: decay before that keeps a seed at the lever, and without it a coordinated
-    # seed falls back within about 2k (notes, stops 24-30).
-    incentive_weight_decay_after_return: float = 0.0
     # Not in the thesis (0 = off): adds sum relu(|z| - logit_bound)^2 over the givers' pre-sigmoid
     # outputs z on tau to each giver's meta-gradient loss, so the incentive Adam (lr_incentive,
     # which outpaces the cost's) steps any weight that pushes a logit past +-logit_bound back,
@@ -171,7 +165,7 @@ class Config:
             if concrete(getattr(self, name)) and not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number > 0")
         for name in ("logit_l2", "incentive_weight_decay", "incentive_weight_decay_start",
-                     "incentive_weight_decay_after_return", "logit_bound"):
+                     "logit_bound"):
             if concrete(getattr(self, name)) and not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; valid: a number >= 0")
         if (concrete(self.cost_adam_eps) and self.cost_adam_eps != 1e-8
@@ -198,7 +192,6 @@ class State:
     target_params: dict | None
     critic_opt_state: optax.OptState | None
     prev_critic_params: dict | None  # the critic the last policy step's TD errors came from
-    return_reached: jax.Array  # a tau has reached incentive_weight_decay_after_return
     config: Config = struct.field(pytree_node=False)
     policy: object = struct.field(pytree_node=False)
     incentive: object = struct.field(pytree_node=False)
@@ -254,7 +247,7 @@ def init(key, env, env_params, config: Config, *, n_envs: int = 1, num_steps: in
         prev_eps=jnp.zeros((), jnp.float32), opp_params=opp_params,
         opp_opt_state=optax.adam(config.lr_opponent).init(opp_params),
         critic_params=critic_params, target_params=critic_params, critic_opt_state=critic_opt_state,
-        prev_critic_params=critic_params, return_reached=jnp.zeros((), bool),
+        prev_critic_params=critic_params,
         config=config, policy=policy, incentive=incentive, num_actions=a,
         action_features=features, critic=critic,
     )
@@ -545,11 +538,8 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
         total = jax.tree_util.tree_map(jnp.add, meta, cost_grads)
         upd, eta_opt_state = eta_step(total, state.eta_opt_state)
         eta, cost_opt_state = optax.apply_updates(state.eta, upd), state.cost_opt_state
-    collective = jnp.sum(time_sum_env_mean(batch.reward, batch.valid))
-    reached = state.return_reached | (collective >= c.incentive_weight_decay_after_return)
     if c.incentive_weight_decay > 0:  # once, not once per giver's Adam as adamw would under all_givers
-        started = (state.iteration >= c.incentive_weight_decay_start) & (
-            reached | (c.incentive_weight_decay_after_return == 0))
+        started = state.iteration >= c.incentive_weight_decay_start
         decay = c.lr_incentive * c.incentive_weight_decay * started
         eta = jax.tree_util.tree_map(lambda e, e0: e - decay * e0, eta, state.eta)
     keep = state.has_prev  # the pipelined variant has nothing to validate on its first update
@@ -558,7 +548,6 @@ def incentive_step(state: State, batch_hat) -> tuple[State, dict]:
         eta=pick(eta, state.eta),
         eta_opt_state=pick(eta_opt_state, state.eta_opt_state),
         cost_opt_state=pick(cost_opt_state, state.cost_opt_state),
-        return_reached=pick(reached, state.return_reached),
     )
     return state, {"lio/incentive_cost": cost}
 
