@@ -74,10 +74,11 @@ PRESETS: dict[str, dict] = {
     # logits but keeps a seed at the lever if it acts before the seed coordinates, so it starts at
     # 9k (from 6k: median -4.94; from 11k: 4 of 5 at 17, trading the seeds it holds for those it
     # lets coordinate). With it, lr_cost 1e-3 gave 3 of 5 seeds at 17 in three 5-seed runs and 2
-    # in the slow test. A 3x faster cost optimiser (stop 30) pays lever-pullers 0.0 per step for
-    # the door on every seed at the end: 4 of 5 at 17 on seeds 10-14 (median 16.95), 5 of 5 on
-    # seeds 20-24, and test_lio_er_5_3 (seeds 0-4) passes. Tried without success: the thesis' rates, Adam epsilons,
-    # logit_l2, lio.Config.logit_bound, a joint cost optimiser and incentive_update="all_givers".
+    # in the slow test. With a 3x faster cost optimiser (stop 30) the lever-pullers of every
+    # coordinated seed are paid 0.0 per step for the door at the end: 4 of 5 at 17 on seeds 10-14
+    # (median 16.95), 5 of 5 on seeds 20-24, and test_lio_er_5_3 (seeds 0-4) passes. Tried
+    # without success: the thesis' rates, Adam epsilons, logit_l2, lio.Config.logit_bound, a
+    # joint cost optimiser and incentive_update="all_givers".
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),
                                algo_params={"lr": 3e-4, "lr_incentive": 1e-2, "lr_cost": 3e-3,
                                             "entropy_coef": 0.05,
