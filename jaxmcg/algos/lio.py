@@ -102,9 +102,10 @@ class Config:
     # without it).
     incentive_weight_decay: float = 0.0
     # The first iteration the decay acts on (0 = from the start); a float so that --sweep can scan
-    # it. lio-er-5-3-batched uses 0.3 from 9k (notes, stop 29): last-10% medians 16.97 (seeds
-    # 0-4; two seeds coordinated after the decay began) and 16.82 (5 held-out seeds); from 6k the
-    # median was -4.94 (the seeds at 17 by then held it, the two rising went to the lever).
+    # it. lio-er-5-3-batched uses 0.3 from 9k (notes, stops 29-30): with lr_cost 1e-3, 3 of 5
+    # seeds at 17 in three 5-seed runs and 2 in one; from 6k the median was -4.94 (the seeds at
+    # 17 by then held it, the rising ones went to the lever); from 11k 4 of 5. With lr_cost 3e-3
+    # (the preset since stop 30) 4 and 5 of 5.
     incentive_weight_decay_start: float = 0.0
     # Not in the thesis (0 = off): adds sum relu(|z| - logit_bound)^2 over the givers' pre-sigmoid
     # outputs z on tau to each giver's meta-gradient loss, so the incentive Adam (lr_incentive,
