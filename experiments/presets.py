@@ -75,8 +75,8 @@ PRESETS: dict[str, dict] = {
     # 9k (from 6k: median -4.94; from 11k: 4 of 5 at 17, trading the seeds it holds for those it
     # lets coordinate). With it, lr_cost 1e-3 gave 3 of 5 seeds at 17 in three 5-seed runs and 2
     # in the slow test. With a 3x faster cost optimiser (stop 30) the lever-pullers of every
-    # coordinated seed are paid 0.0 per step for the door at the end: 4 of 5 at 17 on seeds 10-14
-    # (median 16.95), 5 of 5 on seeds 20-24, and test_lio_er_5_3 (seeds 0-4) passes. Tried
+    # coordinated seed are paid 0.0 per step for the door at the end: 4 of 5 at 17 with --seed 10
+    # (median 16.95), 5 of 5 with --seed 20, and test_lio_er_5_3 (--seed 0's keys) passes. Tried
     # without success: the thesis' rates, Adam epsilons, logit_l2, lio.Config.logit_bound, a
     # joint cost optimiser and incentive_update="all_givers".
     "lio-er-5-3-batched": dict(algo="lio", env="escape_room", env_params=_er(5, 3),

@@ -21,8 +21,8 @@ def test_lio_er_3_2():
 def test_lio_er_5_3():
     """Thesis Fig B.4c: LIO converges to the optimum 17 on ER(5,3) (issue: median >= 16). The
     batched preset needs a decay on eta from iteration 9k and a cost rate 3/10 of the incentive
-    rate (the thesis: 1/10); neither is in the thesis. Stop 30: passed; the CLI's seeds 10-14
-    ended with 4 of 5 at 17, seeds 20-24 with 5 of 5."""
+    rate (the thesis: 1/10); neither is in the thesis. Stop 30: passed; the CLI's five seeds of
+    --seed 10 ended with 4 of 5 at 17, those of --seed 20 with 5 of 5."""
     final = _run_preset("lio-er-5-3-batched")
     assert np.median(final) >= 16.0, final
 
