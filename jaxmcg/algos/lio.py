@@ -372,17 +372,21 @@ def incentive_cost(eta, state: State, batch) -> jax.Array:
     return time_sum_env_mean(per_step, batch.valid)
 
 
+def _squared_logits_beyond(bound, eta, state: State, batch) -> jax.Array:
+    """sum_t (env mean) of relu(|z| - bound)^2 over the givers' pre-sigmoid outputs z on tau."""
+    z = _logits(state, eta, batch.obs, batch.action.action)
+    return time_sum_env_mean(jnp.sum(jnp.square(jax.nn.relu(jnp.abs(z) - bound)), axis=(-1, -2)),
+                             batch.valid)
+
+
 def logit_penalty(eta, state: State, batch) -> jax.Array:
     """sum_t (env mean) of the givers' squared pre-sigmoid incentive outputs on tau (`logit_l2`)."""
-    z = _logits(state, eta, batch.obs, batch.action.action)
-    return time_sum_env_mean(jnp.sum(jnp.square(z), axis=(-1, -2)), batch.valid)
+    return _squared_logits_beyond(0.0, eta, state, batch)
 
 
 def logit_overshoot(eta, state: State, batch) -> jax.Array:
     """sum_t (env mean) of relu(|z| - logit_bound)^2 over the givers' pre-sigmoid outputs on tau."""
-    z = _logits(state, eta, batch.obs, batch.action.action)
-    over = jax.nn.relu(jnp.abs(z) - state.config.logit_bound)
-    return time_sum_env_mean(jnp.sum(jnp.square(over), axis=(-1, -2)), batch.valid)
+    return _squared_logits_beyond(state.config.logit_bound, eta, state, batch)
 
 
 def _own_slots(grads, n: int):
