@@ -62,7 +62,7 @@ class Environment:
             next_state.time >= params.max_steps_in_episode, jnp.logical_not(terminated)
         )
         done = jnp.logical_or(terminated, truncated)
-        obs_reset, state_reset = self.reset_env(key_reset, params)
+        obs_reset, state_reset = self.reset_from(key_reset, next_state, params)
         next_state = jax.tree_util.tree_map(
             lambda r, s: jnp.where(done, r, s), state_reset, next_state
         )
@@ -84,6 +84,12 @@ class Environment:
     def reset_env(self, key: jax.Array, params: EnvParams):
         """Raw reset: `(obs, state)`."""
         raise NotImplementedError
+
+    def reset_from(self, key: jax.Array, final_state: Any, params: EnvParams):
+        """The auto-reset after an episode that ended in `final_state`: `(obs, state)`. The default
+        is `reset_env` (episodes are independent); an environment whose world outlives an episode
+        (the lane merge's background traffic) starts the next one from it."""
+        return self.reset_env(key, params)
 
     def step_env(self, key: jax.Array, state: Any, actions: jax.Array, params: EnvParams):
         """Raw transition: `(obs, state, reward, terminated, info)`; no auto-reset, no truncation.

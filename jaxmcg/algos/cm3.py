@@ -757,9 +757,7 @@ def eval_metrics(state: State, batch) -> dict:
     elif state.kind == "checkers":
         out["cm3/collected"] = jnp.mean(jnp.max(info["collected"] * valid[..., None, None], 0), 0)
     else:
-        # branches 1..5 (collision, goal_centre, timeout, off_centre, side_collision) end an
-        # agent's episode once each; 0 ("none") is every other step
-        branch = jax.nn.one_hot(info["branch"], 6)[..., 1:] * valid[..., None, None]
-        out["cm3/branch_rate"] = jnp.sum(branch, axis=(0, 1, 2)) / (valid.shape[1]
-                                                                    * batch.reward.shape[-1])
+        from envs.lane_merge import branch_rates
+
+        out["cm3/branch_rate"] = branch_rates(info["branch"], valid)
     return out
