@@ -94,8 +94,8 @@ def test_insertion_gap_removal_and_slots():
 
 def test_stream_statistics():
     """After the warm-up: lane occupancy and trucks as the route file implies, no overlaps."""
-    warm = jax.jit(jax.vmap(lambda k: mt.warm_up(k, mt.SLOTS, 400, 0.2)))
-    tr = warm(jax.random.split(jax.random.PRNGKey(0), 128))
+    warm = jax.jit(jax.vmap(lambda k: mt.warm_up(k, mt.SLOTS, 300, 0.2)))
+    tr = warm(jax.random.split(jax.random.PRNGKey(0), 64))
     act, lane = np.asarray(tr.active), np.asarray(tr.lane)
     per_lane = [(act & (lane == ln)).sum(1).mean() for ln in range(4)]
     # lanes 2-3: 0.2 vehicles/s at about 30 m/s fill 200 m with about 1.3; lanes 0-1 saturate at
@@ -109,7 +109,7 @@ def test_stream_statistics():
     assert 0.1 < share[0] < 0.35 and 0.03 < share[1] < 0.2 and share[2] == share[3] == 0
     assert act.sum(1).max() < mt.SLOTS // 2  # the slots are ample
     x, length = np.asarray(tr.x), np.asarray(tr.length)
-    for e in range(128):
+    for e in range(64):
         for ln in range(4):
             m = act[e] & (lane[e] == ln)
             order = np.argsort(x[e][m])
@@ -136,16 +136,17 @@ def _straight(env, params, n_steps, key):
     return total, ended, crashed, seen
 
 
-@pytest.mark.parametrize("preset, expect", [("C1", 10.0), ("C3", 15.0), ("C4", 10.0)])
+@pytest.mark.parametrize("preset, expect", [("C1", 10.0), ("C3", 15.0),
+                                            pytest.param("C4", 10.0, marks=pytest.mark.slow)])
 def test_drive_straight_through_heavy_traffic(preset, expect):
     """Table A.1's COMA entries are exactly 10.00 (C1) and 15.00 (C3), and COMA drives straight
     [T L525]: a straight driver meets no collision in the original's heavy traffic, because SUMO
     delays an ego's insertion until its lane has room and the background follows it safely. So
     must ours, over consecutive episodes of one stream (an episode's reward comes at its end)."""
     env, params = jaxmcg.make("lane_merge-v0", traffic="heavy", preset=preset, prob_random=0.0)
-    run = jax.jit(jax.vmap(functools.partial(_straight, env, params, 200)))
-    total, ended, crashed, seen = map(np.asarray, run(jax.random.split(jax.random.PRNGKey(3), 16)))
-    assert (ended >= 5).all() and not crashed.any()
+    run = jax.jit(jax.vmap(functools.partial(_straight, env, params, 160)))
+    total, ended, crashed, seen = map(np.asarray, run(jax.random.split(jax.random.PRNGKey(3), 8)))
+    assert (ended >= 4).all() and not crashed.any()
     np.testing.assert_allclose(total.sum(-1), expect * ended, rtol=1e-6)
     assert (seen > 0).all()  # the egos' grids did show background vehicles
 
@@ -248,6 +249,6 @@ def test_bad_traffic_rejected():
 
 
 def test_env_contract_in_heavy_traffic():
-    # 64 environments: every step computes the auto-reset, whose insertion loop runs as long as
+    # 16 environments: every step computes the auto-reset, whose insertion loop runs as long as
     # the slowest environment's egos wait (the contract test's 1,024 take minutes to compile and run)
-    check_env("lane_merge-v0", n_envs=64, traffic="heavy", preset="C4", prob_random=0.0)
+    check_env("lane_merge-v0", n_envs=16, traffic="heavy", preset="C4", prob_random=0.0)
