@@ -393,9 +393,11 @@ class LaneMerge(Environment):
 
     @staticmethod
     def outcome_rates(info, valid) -> dict:
-        """`{branch name: share of agent-episodes ending in it}` of a batch (`branch_rates`)."""
+        """`{branch name: share of agent-episodes ending in it}` of a batch (`branch_rates`), and
+        `ended_by_others`: the share cut short by another vehicle's collision."""
         rates = branch_rates(info["branch"], valid)
-        return {name: rates[i] for i, name in enumerate(BRANCHES[1:])}
+        out = {name: rates[i] for i, name in enumerate(BRANCHES[1:])}
+        return {**out, "ended_by_others": 1.0 - jnp.sum(rates)}
 
     @staticmethod
     def state_vector(state) -> jax.Array:

@@ -240,3 +240,17 @@ def test_bad_parameters_rejected():
         lambda: jaxmcg.make("lane_merge-v0", preset="C2", prob_random=0.2), ["C2", "valid: 1.0"])
     assert_rejected_before_compiling(lambda: jaxmcg.make("lane_merge-v0", depart_sigma=-1.0),
                                      ["depart_sigma=-1.0"])
+
+
+def test_outcome_rates_of_a_batch():
+    from envs.lane_merge import LaneMerge
+
+    branch = np.zeros((3, 2, 2), np.int32)  # [time, env, agent]
+    branch[1, 0] = [2, 1]  # env 0: agent 0 at its goal centre, agent 1 collides
+    branch[0, 1, 0] = 1  # env 1: agent 0 collides at once, cutting agent 1's episode short
+    branch[2, 1] = [4, 4]  # padding after env 1's end: not counted
+    valid = np.array([[1, 1], [1, 0], [0, 0]], np.float32)
+    rates = {k: float(v) for k, v in LaneMerge.outcome_rates({"branch": jnp.asarray(branch)},
+                                                             jnp.asarray(valid)).items()}
+    assert rates == {"collision": 0.5, "goal_centre": 0.25, "timeout": 0.0, "off_centre": 0.0,
+                     "side_collision": 0.0, "ended_by_others": 0.25}
